@@ -1,0 +1,232 @@
+"""Representative data: find the samples in a folder, preprocess them as its manifest says, and check
+them against the model's inputs.
+
+A data folder holds either images plus a ``manifest.json`` that states the preprocessing (resize,
+channel order, scale, mean/std, layout), or ``.npz``/``.npy`` files that are already model inputs
+(one sample per file; ``.npz`` keys are input names). Samples are produced one batch at a time, so
+no stage ever holds the whole dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from qbench.errors import QbenchError
+from qbench.model import InputSpec
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+ARRAY_SUFFIXES = {".npy", ".npz"}
+MANIFEST = "manifest.json"
+
+Sample = dict  # input name -> np.ndarray with a leading batch dimension
+
+
+@dataclass
+class ImagePreprocess:
+    """How one image becomes one model input; every field comes from the manifest."""
+
+    size: tuple[int, int]  # (height, width)
+    resize: str = "stretch"  # "stretch" or "letterbox"
+    channel_order: str = "RGB"  # "RGB", "BGR" or "GRAY"
+    layout: str = "NCHW"
+    scale: float = 1.0 / 255.0
+    mean: tuple = (0.0, 0.0, 0.0)
+    std: tuple = (1.0, 1.0, 1.0)
+    dtype: str = "float32"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ImagePreprocess":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known - {"glob", "source"}
+        if unknown:
+            raise QbenchError(f"manifest: unknown preprocessing keys {sorted(unknown)} (known: {sorted(known)})")
+        if "size" not in d:
+            raise QbenchError("manifest: each image input needs a 'size': [height, width]")
+        d = {k: v for k, v in d.items() if k in known}
+        d["size"] = tuple(int(v) for v in d["size"])
+        for key in ("mean", "std"):
+            if key in d:
+                d[key] = tuple(float(v) for v in d[key])
+        pre = cls(**d)
+        if pre.resize not in ("stretch", "letterbox"):
+            raise QbenchError(f"manifest: resize must be 'stretch' or 'letterbox', not {pre.resize!r}")
+        if pre.channel_order not in ("RGB", "BGR", "GRAY"):
+            raise QbenchError(f"manifest: channel_order must be RGB, BGR or GRAY, not {pre.channel_order!r}")
+        if pre.layout not in ("NCHW", "NHWC"):
+            raise QbenchError(f"manifest: layout must be NCHW or NHWC, not {pre.layout!r}")
+        return pre
+
+    def __call__(self, path: Path) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if self.channel_order == "GRAY" else "RGB")
+                h, w = self.size
+                if self.resize == "stretch":
+                    im = im.resize((w, h), Image.BILINEAR)
+                else:
+                    ratio = min(w / im.width, h / im.height)
+                    inner = im.resize((max(1, round(im.width * ratio)), max(1, round(im.height * ratio))), Image.BILINEAR)
+                    im = Image.new(im.mode, (w, h))
+                    im.paste(inner, (0, 0))
+                arr = np.asarray(im, dtype=np.float32)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise QbenchError(f"cannot read image {path}: {exc}") from None
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if self.channel_order == "BGR":
+            arr = arr[:, :, ::-1]
+        channels = arr.shape[2]
+        mean = np.asarray(self.mean[:channels], dtype=np.float32)
+        std = np.asarray(self.std[:channels], dtype=np.float32)
+        arr = (arr * np.float32(self.scale) - mean) / std
+        if self.layout == "NCHW":
+            arr = arr.transpose(2, 0, 1)
+        return np.ascontiguousarray(arr[None], dtype=self.dtype)
+
+
+@dataclass
+class Dataset:
+    """The samples of one data folder, checked against one model's inputs."""
+
+    root: Path
+    inputs: list[InputSpec]
+    files: list[Path]
+    kind: str  # "images" or "arrays"
+    preprocess: dict[str, ImagePreprocess] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def sample(self, index: int) -> Sample:
+        path = self.files[index]
+        if self.kind == "images":
+            (name, pre), = self.preprocess.items()
+            sample = {name: pre(path)}
+        else:
+            sample = _load_arrays(path, self.inputs)
+        check_sample(sample, self.inputs, source=path)
+        return sample
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self.sample(i)
+
+    def batches(self, batch_size: int = 1, limit: int | None = None) -> Iterator[Sample]:
+        """Stack consecutive samples into batches; the last batch may be smaller."""
+        if batch_size < 1:
+            raise QbenchError(f"batch size must be at least 1, not {batch_size}")
+        n = len(self) if limit is None else min(limit, len(self))
+        for start in range(0, n, batch_size):
+            parts = [self.sample(i) for i in range(start, min(start + batch_size, n))]
+            yield {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+
+
+def load_dataset(root: str | Path, inputs: list[InputSpec]) -> Dataset:
+    """Find the samples in ``root`` for a model with these inputs."""
+    root = Path(root)
+    if not root.exists():
+        raise QbenchError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise QbenchError(f"expected a data folder, got a file: {root}")
+    manifest = _read_manifest(root)
+    if manifest is not None:
+        return _dataset_from_manifest(root, manifest, inputs)
+    arrays = sorted(p for p in root.rglob("*") if p.suffix.lower() in ARRAY_SUFFIXES)
+    if arrays:
+        return Dataset(root, inputs, arrays, "arrays")
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if images:
+        raise QbenchError(
+            f"{root} holds images but no {MANIFEST}: write one that states size, channel_order, scale, mean and std "
+            f"(see calib_data/{MANIFEST} for an example)"
+        )
+    raise QbenchError(f"no samples in {root}: expected images with a {MANIFEST}, or .npy/.npz files")
+
+
+def _read_manifest(root: Path) -> dict | None:
+    path = root / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise QbenchError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("inputs"), dict):
+        raise QbenchError(f"{path} must be a JSON object with an 'inputs' object")
+    return manifest
+
+
+def _dataset_from_manifest(root: Path, manifest: dict, inputs: list[InputSpec]) -> Dataset:
+    specs = manifest["inputs"]
+    model_names = [i.name for i in inputs]
+    image_inputs = {k: v for k, v in specs.items() if isinstance(v, dict) and v.get("source", "images") == "images"}
+    if len(inputs) == 1 and len(image_inputs) == 1 and model_names[0] not in specs:
+        # a manifest written for a model whose input has another name still describes the only input
+        image_inputs = {model_names[0]: next(iter(image_inputs.values()))}
+    missing = [n for n in model_names if n not in image_inputs]
+    if missing or len(image_inputs) != 1:
+        raise QbenchError(
+            f"{root / MANIFEST} describes inputs {sorted(specs)} but the model needs {model_names}; "
+            "image manifests support single-input models, use .npz files for several inputs"
+        )
+    name, spec = next(iter(image_inputs.items()))
+    pattern = spec.get("glob", "*")
+    files = sorted(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise QbenchError(f"no images match {pattern!r} in {root}")
+    return Dataset(root, inputs, files, "images", {name: ImagePreprocess.from_dict(spec)})
+
+
+def _load_arrays(path: Path, inputs: list[InputSpec]) -> Sample:
+    try:
+        loaded = np.load(path, allow_pickle=False)  # never unpickle user data
+    except ValueError as exc:
+        raise QbenchError(f"{path}: cannot load without unpickling ({exc}); save plain numeric arrays") from None
+    except (OSError, EOFError) as exc:
+        raise QbenchError(f"{path}: not a readable .npy/.npz file ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        if len(inputs) != 1:
+            raise QbenchError(f"{path}: a .npy file feeds one input, but the model has {len(inputs)}; use .npz with one key per input")
+        sample = {inputs[0].name: loaded}
+    else:
+        with loaded:
+            sample = {k: loaded[k] for k in loaded.files}
+        missing = [i.name for i in inputs if i.name not in sample]
+        if missing:
+            raise QbenchError(f"{path}: missing arrays for inputs {missing} (has {sorted(sample)})")
+        sample = {i.name: sample[i.name] for i in inputs}
+    for spec in inputs:
+        arr = sample[spec.name]
+        if arr.ndim == len(spec.shape) - 1:
+            sample[spec.name] = arr[None]  # a single sample saved without its batch dimension
+    return sample
+
+
+def check_sample(sample: Sample, inputs: list[InputSpec], source: object = "sample") -> None:
+    """Refuse data that the model would reject or silently misread: wrong dtype, rank, fixed
+    dimension, or non-finite values."""
+    for spec in inputs:
+        arr = sample[spec.name]
+        if arr.dtype != spec.dtype:
+            raise QbenchError(f"{source}: input {spec.name!r} has dtype {arr.dtype}, the model expects {spec.dtype}")
+        if arr.ndim != len(spec.shape):
+            raise QbenchError(
+                f"{source}: input {spec.name!r} has shape {arr.shape} ({arr.ndim}-D), the model expects {len(spec.shape)}-D {_fmt_shape(spec.shape)}"
+            )
+        for axis, (got, want) in enumerate(zip(arr.shape, spec.shape)):
+            if isinstance(want, int) and want > 0 and got != want and axis > 0:
+                raise QbenchError(f"{source}: input {spec.name!r} has shape {arr.shape}, the model expects {_fmt_shape(spec.shape)}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = int(np.size(arr) - np.isfinite(arr).sum())
+            raise QbenchError(f"{source}: input {spec.name!r} holds {bad} NaN/Inf values")
+
+
+def _fmt_shape(shape: tuple) -> str:
+    return "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in shape) + ")"

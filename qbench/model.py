@@ -1,0 +1,188 @@
+"""Loading an ONNX model and answering questions about its graph.
+
+Every later stage refers to tensors by their ONNX names, in graph (topological) order; this module is
+the one place that computes that order and knows which node produces which tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from qbench.errors import QbenchError
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One activation tensor: the node that produces it and its position in graph order."""
+
+    name: str
+    index: int
+    node: str
+    op_type: str
+    elem_type: int | None
+    is_output: bool = False
+
+
+@dataclass
+class InputSpec:
+    name: str
+    elem_type: int
+    shape: tuple  # ints for fixed dims, strings or None for dynamic ones
+
+    @property
+    def dtype(self) -> np.dtype:
+        return onnx.helper.tensor_dtype_to_np_dtype(self.elem_type)
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """Read an ONNX file, turning every failure into one clear line."""
+    p = Path(path)
+    if not p.exists():
+        raise QbenchError(f"model file not found: {p}")
+    if p.is_dir():
+        raise QbenchError(f"expected an ONNX file, got a folder: {p}")
+    try:
+        model = onnx.load(str(p))
+    except Exception as exc:  # protobuf raises several unrelated types for garbage input
+        raise QbenchError(f"{p} is not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'parse error'})") from None
+    if not model.graph.node:
+        raise QbenchError(f"{p} is not an ONNX model with a graph (no nodes found)")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise QbenchError(f"{p} fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+    return model
+
+
+def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Move tensor-valued Constant nodes into initializers.
+
+    Exporters such as paddle2onnx emit weights as Constant nodes; quantizers and TensorRT's Q/DQ
+    rules look for weights among initializers, so every stage works on this canonical form.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    kept = []
+    for node in out.graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+            tensor.name = node.output[0]
+            out.graph.initializer.append(tensor)
+        else:
+            kept.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return out
+
+
+def model_digest(model: onnx.ModelProto) -> str:
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+@dataclass
+class ModelGraph:
+    """A canonicalised model plus the lookups every stage needs."""
+
+    model: onnx.ModelProto
+    name: str = "model"
+    _typed: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> "ModelGraph":
+        model = constants_to_initializers(load_model(path))
+        return cls(model=model, name=Path(path).stem)
+
+    @classmethod
+    def from_proto(cls, model: onnx.ModelProto, name: str = "model") -> "ModelGraph":
+        return cls(model=constants_to_initializers(model), name=name)
+
+    @cached_property
+    def digest(self) -> str:
+        return model_digest(self.model)
+
+    @cached_property
+    def initializer_names(self) -> set[str]:
+        return {t.name for t in self.model.graph.initializer}
+
+    def initializer(self, name: str) -> np.ndarray:
+        for t in self.model.graph.initializer:
+            if t.name == name:
+                return numpy_helper.to_array(t)
+        raise KeyError(name)
+
+    @cached_property
+    def inputs(self) -> list[InputSpec]:
+        specs = []
+        for vi in self.model.graph.input:
+            if vi.name in self.initializer_names:
+                continue  # old exporters list weights as inputs too
+            tt = vi.type.tensor_type
+            dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+            specs.append(InputSpec(vi.name, tt.elem_type, dims))
+        return specs
+
+    @cached_property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.model.graph.output]
+
+    @cached_property
+    def elem_types(self) -> dict[str, int]:
+        """Element type of every value, from shape inference (best effort on exotic graphs)."""
+        try:
+            inferred = onnx.shape_inference.infer_shapes(self.model)
+        except Exception:
+            inferred = self.model
+        types = {}
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                types[vi.name] = vi.type.tensor_type.elem_type
+        return types
+
+    @cached_property
+    def tensors(self) -> list[TensorInfo]:
+        """Every activation produced by a node, in topological order (the graph's node order,
+        which ONNX requires to be topological)."""
+        outputs = set(self.output_names)
+        infos = []
+        for node_index, node in enumerate(self.model.graph.node):
+            node_name = node.name or f"{node.op_type}_{node_index}"
+            for out in node.output:
+                if not out:
+                    continue
+                infos.append(TensorInfo(out, len(infos), node_name, node.op_type, self.elem_types.get(out), out in outputs))
+        return infos
+
+    @cached_property
+    def float_tensors(self) -> list[TensorInfo]:
+        """Activations worth calibrating and comparing: float-typed ones (unknown types are kept,
+        since shape inference cannot type every custom op)."""
+        return [t for t in self.tensors if t.elem_type is None or t.elem_type in FLOAT_TYPES]
+
+    @cached_property
+    def producer(self) -> dict[str, onnx.NodeProto]:
+        return {out: node for node in self.model.graph.node for out in node.output if out}
+
+    @cached_property
+    def consumers(self) -> dict[str, list[onnx.NodeProto]]:
+        result: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.model.graph.node:
+            for inp in node.input:
+                if inp:
+                    result.setdefault(inp, []).append(node)
+        return result
+
+    def tensor(self, name: str) -> TensorInfo:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
