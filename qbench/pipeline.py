@@ -1,0 +1,144 @@
+"""The main job, stage by stage: data → calibrate → simulate → run → compare → advise → report/store.
+
+``run_pipeline`` is what ``qbench run`` and ``qbench demo`` call; every stage is also usable alone
+from its own module. Candidates here are ONNX Runtime CPU simulations of INT8 (explicit Q/DQ from the
+calibrated ranges) and FP16 (values rounded through float16), compared with the FP32 reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qbench import __version__
+from qbench.errors import QbenchError
+
+log = logging.getLogger("qbench")
+
+PRECISIONS = ("int8", "fp16")
+
+
+@dataclass
+class RunConfig:
+    model: Path
+    data: Path
+    out: Path | None = None  # default: reports/<model stem>
+    precisions: tuple[str, ...] = PRECISIONS
+    method: str = "entropy"
+    ranges: Path | None = None  # reuse a calibration cache / ranges JSON instead of calibrating
+    calib_limit: int | None = None
+    compare_limit: int | None = None
+    batch_size: int = 1
+    keep_float: tuple[str, ...] = ()
+    store: Path | None = None  # SQLite file; default: <out>/../qbench.sqlite
+    progress: bool = True
+
+
+@dataclass
+class RunOutcome:
+    report: Path
+    results_json: Path
+    recommendation: object
+    comparisons: dict = field(default_factory=dict)
+    ranges: object = None
+    run_ids: list = field(default_factory=list)
+
+
+def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
+    from qbench.advise import recommend
+    from qbench.calibrate import calibrate
+    from qbench.compare import compare_runs
+    from qbench.data import load_dataset
+    from qbench.model import ModelGraph
+    from qbench.ranges import Ranges
+    from qbench.report import CandidateResult, write_report
+    from qbench.runners import OrtRunner
+    from qbench.store import ResultStore
+
+    unknown = [p for p in cfg.precisions if p not in PRECISIONS]
+    if unknown:
+        raise QbenchError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+    graph = ModelGraph.from_path(cfg.model)
+    dataset = load_dataset(cfg.data, graph.inputs)
+    out = Path(cfg.out) if cfg.out else Path("reports") / graph.name
+    out.mkdir(parents=True, exist_ok=True)
+    echo(f"qbench: {graph.name}: {len(graph.float_tensors)} tensors, {len(dataset)} samples from {cfg.data}")
+
+    started = time.perf_counter()
+    if cfg.ranges:
+        ranges = Ranges.read(cfg.ranges)
+        problems = ranges.check_against(graph)
+        echo(f"qbench: using ranges from {cfg.ranges} ({len(ranges)} tensors)")
+        for problem in problems:
+            echo(f"qbench: warning: {problem}")
+    else:
+        ranges = calibrate(graph, dataset, method=cfg.method, batch_size=cfg.batch_size, limit=cfg.calib_limit,
+                           progress=cfg.progress)
+        echo(f"qbench: calibrated {len(ranges)} ranges ({cfg.method}) in {time.perf_counter() - started:.1f} s")
+    ranges.write_trt_cache(out / "calibration.cache")
+    ranges.write_json(out / "ranges.json")
+
+    reference = OrtRunner(graph, name="onnxruntime-fp32")
+    candidates, comparisons = [], {}
+    for precision in cfg.precisions:
+        sim = _simulate(graph, ranges, precision, cfg.keep_float)
+        sim_graph = ModelGraph(sim.model, name=f"{graph.name}-{precision}")
+        candidate = OrtRunner(sim_graph, name=f"onnxruntime-{precision}-simulation",
+                              capture=[t.name for t in graph.float_tensors if t.name in {x.name for x in sim_graph.tensors}])
+        comparison = compare_runs(
+            graph, reference, candidate, dataset,
+            limit=cfg.compare_limit,
+            make_candidate_model=_replayer(ranges, precision, cfg.keep_float),
+            ranges=ranges if precision == "int8" else None,
+            precision=precision,
+            progress=cfg.progress,
+        )
+        comparison.save(out / precision)
+        comparisons[precision] = comparison
+        meta = dict(comparison.meta)
+        meta.setdefault("source", f"ONNX Runtime CPU simulation of {precision.upper()} (not TensorRT)")
+        candidates.append(CandidateResult(precision, comparison.tensors, comparison.findings, comparison.unmatched, meta))
+        echo(f"qbench: {precision}: {_one_line_summary(comparison)}")
+
+    recommendation = recommend(candidates)
+    meta = {
+        "model": str(cfg.model), "model_digest": graph.digest, "data": str(cfg.data), "samples": len(dataset),
+        "calibration_method": ranges.method or cfg.method, "qbench_version": __version__,
+        "elapsed_s": round(time.perf_counter() - started, 2), "backend": "onnxruntime-cpu (simulation)",
+    }
+    report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta)
+    store = ResultStore(cfg.store or out.parent / "qbench.sqlite")
+    run_ids = [store.record_run(graph.name, graph.digest, c, data_dir=str(cfg.data), samples=len(dataset),
+                                recommendation=recommendation.precision, report_path=str(report))
+               for c in candidates]
+    return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids)
+
+
+def _simulate(graph, ranges, precision: str, keep_float):
+    from qbench.simulate import build_fp16_model, build_int8_model
+
+    if precision == "int8":
+        return build_int8_model(graph, ranges, keep_float=keep_float)
+    return build_fp16_model(graph, keep_float=keep_float)
+
+
+def _replayer(ranges, precision: str, keep_float):
+    """How the comparator turns a one-node FP32 model into the candidate precision, to tell an error
+    a node introduces from one it inherits."""
+    from qbench.model import ModelGraph
+
+    def make(one_node_model):
+        return _simulate(ModelGraph(one_node_model, name="replay"), ranges, precision, keep_float).model
+
+    return make
+
+
+def _one_line_summary(comparison) -> str:
+    frame = comparison.tensors
+    bad = frame[frame["status"] != "ok"] if "status" in frame else frame.iloc[0:0]
+    outputs = frame[frame["is_output"]] if "is_output" in frame else frame.iloc[0:0]
+    cos = float(outputs["cosine"].min()) if len(outputs) else float("nan")
+    first = bad.iloc[0]["tensor"] if len(bad) else None
+    return f"output cosine {cos:.4f}, {len(bad)} flagged tensors" + (f", first problem at {first!r}" if first else "")

@@ -1,0 +1,118 @@
+"""What both simulations share: the result type, opset handling and keep-float resolution."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import onnx
+
+from qbench.errors import QbenchError
+from qbench.model import ModelGraph
+
+# Per-channel DequantizeLinear (the ``axis`` attribute) arrived in opset 13; TensorRT's ONNX parser
+# needs it for per-channel weights.
+MIN_QDQ_OPSET = 13
+
+
+@dataclass
+class SimulatedModel:
+    """A float32-in, float32-out ONNX model that reproduces one engine precision on the CPU.
+
+    ``quantized``: activation tensors (node outputs, original names) whose value is simulated.
+    ``quantized_inputs``: graph inputs whose value is simulated for their consumers (``x::sim``).
+    ``weights``: initializers quantized (INT8) or rounded (FP16).
+    ``kept_float``: tensor names left in float32 on request.
+    """
+
+    model: onnx.ModelProto
+    precision: str
+    quantized: list[str] = field(default_factory=list)
+    quantized_inputs: list[str] = field(default_factory=list)
+    weights: list[str] = field(default_factory=list)
+    kept_float: list[str] = field(default_factory=list)
+    kept_nodes: list[str] = field(default_factory=list)
+    source: str = "model"
+
+    def graph(self, name: str | None = None) -> ModelGraph:
+        return ModelGraph(self.model, name=name or f"{self.source}-{self.precision}")
+
+    def save(self, path) -> None:
+        from qbench import atomic
+
+        atomic.write_bytes(path, self.model.SerializeToString())
+
+
+def as_graph(graph_or_model) -> ModelGraph:
+    if isinstance(graph_or_model, ModelGraph):
+        return graph_or_model
+    if isinstance(graph_or_model, onnx.ModelProto):
+        return ModelGraph.from_proto(graph_or_model)
+    raise QbenchError(f"expected an ONNX model or ModelGraph, got {type(graph_or_model).__name__}")
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 0
+
+
+def copy_at_opset(model: onnx.ModelProto, minimum: int) -> onnx.ModelProto:
+    """A copy of ``model`` whose default-domain opset is at least ``minimum``.
+
+    The version converter rewrites the ops whose signature changed; if it cannot handle the
+    model, bumping the import is still correct when no op in the model changed between the two
+    versions, which the checker and ONNX Runtime then confirm.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    if default_opset(out) >= minimum:
+        return out
+    try:
+        converted = onnx.version_converter.convert_version(out, minimum)
+        onnx.checker.check_model(converted)
+        return converted
+    except Exception as exc:  # the converter raises RuntimeError or ValidationError on odd graphs
+        for imp in out.opset_import:
+            if imp.domain in ("", "ai.onnx"):
+                imp.version = minimum
+        try:
+            onnx.checker.check_model(out)
+        except onnx.checker.ValidationError:
+            raise QbenchError(f"cannot raise the model to opset {minimum} for Q/DQ ({str(exc).splitlines()[0]})") from None
+        return out
+
+
+def resolve_keep_float(graph: ModelGraph, keep_float) -> tuple[set[str], set[str]]:
+    """Split user names into tensors and nodes to keep in float32; unknown names are an error."""
+    if isinstance(keep_float, str):
+        keep_float = [keep_float]
+    tensors: set[str] = set()
+    nodes: set[str] = set()
+    node_names = {n.name for n in graph.model.graph.node if n.name}
+    known_tensors = {t.name for t in graph.tensors} | {i.name for i in graph.inputs} | graph.initializer_names
+    unknown = []
+    for name in keep_float or ():
+        if name in known_tensors:
+            tensors.add(name)
+        elif name in node_names:
+            nodes.add(name)
+        else:
+            unknown.append(name)
+    if unknown:
+        raise QbenchError(f"--keep-float: no tensor or node named {', '.join(map(repr, unknown))} in {graph.name}")
+    return tensors, nodes
+
+
+def finish(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
+    """Check the rewritten model; a failure here is a qbench bug, but say which model it was."""
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise QbenchError(f"the {what} simulation model fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+    return model
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
