@@ -49,12 +49,11 @@ class RunOutcome:
 def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     from qbench.advise import recommend
     from qbench.calibrate import calibrate
-    from qbench.compare import compare_runs
+    from qbench.compare import compare_precision
     from qbench.data import load_dataset
     from qbench.model import ModelGraph
     from qbench.ranges import Ranges
     from qbench.report import CandidateResult, write_report
-    from qbench.runners import OrtRunner
     from qbench.store import ResultStore
 
     unknown = [p for p in cfg.precisions if p not in PRECISIONS]
@@ -68,11 +67,10 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
 
     started = time.perf_counter()
     if cfg.ranges:
-        ranges = Ranges.read(cfg.ranges)
-        problems = ranges.check_against(graph)
+        ranges = Ranges.read(cfg.ranges, graph=graph)  # refuses foreign, corrupt or absurd ranges
         echo(f"qbench: using ranges from {cfg.ranges} ({len(ranges)} tensors)")
-        for problem in problems:
-            echo(f"qbench: warning: {problem}")
+        for warning in ranges.check_against(graph, source=str(cfg.ranges)).warnings:
+            echo(f"qbench: warning: {warning}")
     else:
         ranges = calibrate(graph, dataset, method=cfg.method, batch_size=cfg.batch_size, limit=cfg.calib_limit,
                            progress=cfg.progress)
@@ -80,25 +78,15 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     ranges.write_trt_cache(out / "calibration.cache")
     ranges.write_json(out / "ranges.json")
 
-    reference = OrtRunner(graph, name="onnxruntime-fp32")
     candidates, comparisons = [], {}
     for precision in cfg.precisions:
-        sim = _simulate(graph, ranges, precision, cfg.keep_float)
-        sim_graph = ModelGraph(sim.model, name=f"{graph.name}-{precision}")
-        candidate = OrtRunner(sim_graph, name=f"onnxruntime-{precision}-simulation",
-                              capture=[t.name for t in graph.float_tensors if t.name in {x.name for x in sim_graph.tensors}])
-        comparison = compare_runs(
-            graph, reference, candidate, dataset,
-            limit=cfg.compare_limit,
-            make_candidate_model=_replayer(ranges, precision, cfg.keep_float),
-            ranges=ranges if precision == "int8" else None,
-            precision=precision,
-            progress=cfg.progress,
-        )
+        comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float,
+                                       limit=cfg.compare_limit, progress=cfg.progress)
         comparison.save(out / precision)
         comparisons[precision] = comparison
         meta = dict(comparison.meta)
         meta.setdefault("source", f"ONNX Runtime CPU simulation of {precision.upper()} (not TensorRT)")
+        meta.setdefault("simulated", True)
         candidates.append(CandidateResult(precision, comparison.tensors, comparison.findings, comparison.unmatched, meta))
         echo(f"qbench: {precision}: {_one_line_summary(comparison)}")
 
@@ -109,30 +97,11 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         "elapsed_s": round(time.perf_counter() - started, 2), "backend": "onnxruntime-cpu (simulation)",
     }
     report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta)
-    store = ResultStore(cfg.store or out.parent / "qbench.sqlite")
-    run_ids = [store.record_run(graph.name, graph.digest, c, data_dir=str(cfg.data), samples=len(dataset),
-                                recommendation=recommendation.precision, report_path=str(report))
-               for c in candidates]
+    with ResultStore(cfg.store or out.parent / "qbench.sqlite") as store:
+        run_ids = [store.record_run(graph.name, graph.digest, c, data_dir=str(cfg.data), samples=len(dataset),
+                                    recommendation=recommendation.precision, report_path=str(report))
+                   for c in candidates]
     return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids)
-
-
-def _simulate(graph, ranges, precision: str, keep_float):
-    from qbench.simulate import build_fp16_model, build_int8_model
-
-    if precision == "int8":
-        return build_int8_model(graph, ranges, keep_float=keep_float)
-    return build_fp16_model(graph, keep_float=keep_float)
-
-
-def _replayer(ranges, precision: str, keep_float):
-    """How the comparator turns a one-node FP32 model into the candidate precision, to tell an error
-    a node introduces from one it inherits."""
-    from qbench.model import ModelGraph
-
-    def make(one_node_model):
-        return _simulate(ModelGraph(one_node_model, name="replay"), ranges, precision, keep_float).model
-
-    return make
 
 
 def _one_line_summary(comparison) -> str:

@@ -18,9 +18,15 @@ from qbench import atomic
 from qbench.errors import QbenchError
 
 INT8_MAX = 127.0
-DEFAULT_TRT_HEADER = "TRT-100300-EntropyCalibration2"
+DEFAULT_TRT_VERSION = "100300"  # NV_TENSORRT_VERSION of 10.3.0 (TensorRT 10 writes six digits)
+DEFAULT_TRT_HEADER = f"TRT-{DEFAULT_TRT_VERSION}-EntropyCalibration2"
 _HEADER_RE = re.compile(r"^TRT-(\d+)-(\w+)$")
 _LINE_RE = re.compile(r"^(.+): ([0-9a-fA-F]{1,8})$")
+# Names TensorRT gives its own tensors (broadcast constants, unnamed layers): real caches list them,
+# an ONNX graph never has them, so they count neither as "unknown" nor as a sign of a foreign model.
+_TRT_INTERNAL_RE = re.compile(r"^(ONNXTRT_|\(Unnamed Layer\* \d+\))|_output$")
+ABSURD_AMAX = 1e6  # |activations| beyond this in an INT8 network mean a broken range, not data
+TINY_AMAX = 1e-20  # scales this small only come from truncation or bit rot
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Ranges:
     method: str = ""
     header: str = DEFAULT_TRT_HEADER
     model: str = ""  # digest of the model the ranges were computed on, when known
+    final_newline: bool = True  # TensorRT ends every line with one; kept so a re-write is byte-identical
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
@@ -62,14 +69,14 @@ class Ranges:
         entries = dict(self.entries)
         old = entries.get(name, TensorRange(name, amax))
         entries[name] = TensorRange(**{**asdict(old), "amax": float(amax), "method": "override"})
-        return Ranges(entries, self.method, self.header, self.model)
+        return Ranges(entries, self.method, self.header, self.model, self.final_newline)
 
     # -- TensorRT calibration cache -------------------------------------------------------------
     def to_trt_cache(self) -> bytes:
         lines = [self.header]
         for entry in self.entries.values():
             lines.append(f"{entry.name}: {float_to_hex(entry.scale)}")
-        return ("\n".join(lines) + "\n").encode("ascii")
+        return ("\n".join(lines) + ("\n" if self.final_newline else "")).encode("ascii")
 
     def write_trt_cache(self, path: str | Path) -> Path:
         return atomic.write_bytes(path, self.to_trt_cache())
@@ -80,7 +87,10 @@ class Ranges:
             text = data.decode("ascii")
         except UnicodeDecodeError:
             raise QbenchError(f"{source}: not a TensorRT calibration cache (binary data, expected text lines 'name: hex')") from None
-        lines = text.splitlines()
+        lines = text.split("\n")
+        final_newline = text.endswith("\n")
+        if final_newline:
+            lines.pop()
         if not lines or not _HEADER_RE.match(lines[0].strip()):
             first = lines[0][:60] if lines else ""
             raise QbenchError(f"{source}: not a TensorRT calibration cache (first line {first!r}, expected 'TRT-<version>-<algorithm>')")
@@ -91,21 +101,37 @@ class Ranges:
             if not line.strip():
                 continue
             m = _LINE_RE.match(line.rstrip("\r"))
+            last = number == len(lines)
             if not m:
-                raise QbenchError(f"{source}: line {number} is not 'name: hex' ({line[:60]!r}); the cache is truncated or corrupt")
+                if last and not final_newline:
+                    raise QbenchError(f"{source}: the cache is truncated (its last line {line[:60]!r} is cut off)")
+                raise QbenchError(f"{source}: line {number} is not 'name: hex' ({line[:60]!r}); the cache is corrupt")
             name, hexbits = m.group(1), m.group(2)
+            if last and not final_newline and len(hexbits) < 8 and hexbits != "0":
+                # TensorRT writes 8 hex digits for every scale it could use; fewer at the very end of
+                # a file without its final newline means the file was cut mid-number
+                raise QbenchError(f"{source}: the cache is truncated (its last line {line[:60]!r} is cut off)")
+            if name in entries:
+                raise QbenchError(f"{source}: line {number}: tensor {name!r} appears twice; the cache is corrupt")
             scale = hex_to_float(hexbits)
             entries[name] = TensorRange(name, scale * INT8_MAX, method=method)
         if not entries:
             raise QbenchError(f"{source}: the cache has a header but no tensor ranges")
-        return cls(entries, method=method, header=header)
+        return cls(entries, method=method, header=header, final_newline=final_newline)
 
     @classmethod
-    def read_trt_cache(cls, path: str | Path) -> "Ranges":
+    def read_trt_cache(cls, path: str | Path, graph=None) -> "Ranges":
+        """Read a TensorRT cache; with ``graph``, also check it against that model (see ``check_against``)
+        and raise ``QbenchError`` if it does not fit."""
         p = Path(path)
         if not p.exists():
             raise QbenchError(f"calibration cache not found: {p}")
-        return cls.from_trt_cache(p.read_bytes(), source=str(p))
+        if p.is_dir():
+            raise QbenchError(f"expected a calibration cache file, got a folder: {p}")
+        ranges = cls.from_trt_cache(p.read_bytes(), source=str(p))
+        if graph is not None:
+            ranges.check_against(graph, source=str(p)).raise_for_errors()
+        return ranges
 
     # -- JSON -------------------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -131,21 +157,60 @@ class Ranges:
                 raise ValueError(f"format is {doc.get('format')!r}, expected 'qbench-ranges/1'")
             entries = {}
             for t in doc["tensors"]:
+                t = {k: (float(v) if k in _FLOAT_FIELDS and isinstance(v, str) else v) for k, v in t.items()}
                 entries[t["name"]] = TensorRange(**t)
+                if not isinstance(entries[t["name"]].amax, (int, float)):
+                    raise ValueError(f"tensor {t['name']!r} has amax {t['amax']!r}, not a number")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise QbenchError(f"{source}: not a qbench ranges file ({exc})") from None
         return cls(entries, doc.get("method", ""), doc.get("header", DEFAULT_TRT_HEADER), doc.get("model", ""))
 
     @classmethod
-    def read(cls, path: str | Path) -> "Ranges":
-        """Read ranges from a TensorRT cache or a qbench JSON file, whichever ``path`` holds."""
+    def read(cls, path: str | Path, graph=None) -> "Ranges":
+        """Read ranges from a TensorRT cache or a qbench JSON file, whichever ``path`` holds; with
+        ``graph``, raise ``QbenchError`` unless they fit that model (see ``check_against``)."""
         p = Path(path)
         if not p.exists():
             raise QbenchError(f"ranges file not found: {p}")
+        if p.is_dir():
+            raise QbenchError(f"expected a ranges file, got a folder: {p}")
         data = p.read_bytes()
         if data.lstrip()[:1] == b"{":
-            return cls.from_json(data.decode("utf-8", "replace"), source=str(p))
-        return cls.from_trt_cache(data, source=str(p))
+            ranges = cls.from_json(data.decode("utf-8", "replace"), source=str(p))
+        else:
+            ranges = cls.from_trt_cache(data, source=str(p))
+        if graph is not None:
+            ranges.check_against(graph, source=str(p)).raise_for_errors()
+        return ranges
+
+    # -- checking against a model -----------------------------------------------------------------
+    def check_against(self, graph, source: str = "ranges") -> "RangeCheck":
+        """Compare these ranges with a model: names the model lacks (and whether the whole table looks
+        made for another model), model tensors without a range, and unusable values (NaN, infinite,
+        negative, zero, absurdly large or small). Reports; ``raise_for_errors()`` turns it into one line."""
+        model_names = [s.name for s in graph.inputs] + [t.name for t in graph.float_tensors]
+        known = set(model_names) | {t.name for t in graph.tensors}
+        check = RangeCheck(source=source, model=getattr(graph, "name", "model"), total=len(self.entries))
+        for name, entry in self.entries.items():
+            if name not in known:
+                (check.internal if _TRT_INTERNAL_RE.search(name) else check.unknown).append(name)
+                continue
+            check.matched.append(name)
+            amax = entry.amax
+            if math.isnan(amax):
+                check.problems.append(RangeProblem(name, "nan", "error", "range is NaN"))
+            elif math.isinf(amax):
+                check.problems.append(RangeProblem(name, "infinite", "error", "range is infinite"))
+            elif amax < 0:
+                check.problems.append(RangeProblem(name, "negative", "error", f"range is negative ({amax:g})"))
+            elif amax == 0:
+                check.problems.append(RangeProblem(name, "zero", "warning", "range is 0: every value quantizes to 0"))
+            elif amax > ABSURD_AMAX:
+                check.problems.append(RangeProblem(name, "absurd", "error", f"range {amax:g} is absurdly large"))
+            elif amax < TINY_AMAX:
+                check.problems.append(RangeProblem(name, "absurd", "error", f"range {amax:g} is absurdly small"))
+        check.missing = [n for n in model_names if n not in self.entries]
+        return check
 
     def write(self, path: str | Path) -> Path:
         return self.write_json(path) if str(path).endswith(".json") else self.write_trt_cache(path)
@@ -163,6 +228,72 @@ class Ranges:
         return pd.DataFrame(rows)
 
 
+@dataclass
+class RangeProblem:
+    tensor: str
+    kind: str  # nan, infinite, negative, zero, absurd
+    severity: str  # "error": unusable; "warning": usable but suspicious
+    detail: str
+
+
+@dataclass
+class RangeCheck:
+    """What ``Ranges.check_against(graph)`` found."""
+
+    source: str
+    model: str
+    total: int = 0
+    matched: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # names the model does not have
+    internal: list[str] = field(default_factory=list)  # TensorRT-internal names (ONNXTRT_*, Unnamed Layer)
+    missing: list[str] = field(default_factory=list)  # model tensors without a range
+    problems: list[RangeProblem] = field(default_factory=list)
+
+    @property
+    def foreign(self) -> bool:
+        """Most names are unknown to the model: the table was made for another model."""
+        considered = len(self.matched) + len(self.unknown)
+        return considered > 0 and len(self.unknown) > len(self.matched)
+
+    @property
+    def errors(self) -> list[RangeProblem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[str]:
+        notes = [f"{p.tensor}: {p.detail}" for p in self.problems if p.severity == "warning"]
+        if self.unknown and not self.foreign:
+            notes.append(f"{len(self.unknown)} tensor(s) not in the model, ignored (e.g. {self.unknown[0]!r})")
+        if self.missing:
+            notes.append(f"{len(self.missing)} model tensor(s) have no range (e.g. {self.missing[0]!r})")
+        return notes
+
+    @property
+    def ok(self) -> bool:
+        return not self.foreign and not self.errors and bool(self.matched)
+
+    def message(self) -> str:
+        """One line: the most important thing wrong, or a summary when nothing is."""
+        if not self.matched and not self.unknown:
+            return f"{self.source}: no tensor of {self.model} has a range"
+        if self.foreign or not self.matched:
+            return (f"{self.source}: this cache was made for another model: {len(self.unknown)} of "
+                    f"{len(self.matched) + len(self.unknown)} tensor names are not in {self.model} "
+                    f"(e.g. {self.unknown[0]!r})")
+        errors = self.errors
+        if errors:
+            first = errors[0]
+            more = f" and {len(errors) - 1} more unusable range(s)" if len(errors) > 1 else ""
+            return f"{self.source}: tensor {first.tensor!r}: {first.detail}{more}"
+        return (f"{self.source}: {len(self.matched)} ranges match {self.model}"
+                + (f"; {len(self.warnings)} warning(s)" if self.warnings else ""))
+
+    def raise_for_errors(self) -> "RangeCheck":
+        if not self.ok:
+            raise QbenchError(self.message())
+        return self
+
+
 def float_to_hex(value: float) -> str:
     """TensorRT writes the float32 bit pattern as lower-case hex without leading zeros."""
     (bits,) = struct.unpack(">I", struct.pack(">f", value))
@@ -172,6 +303,9 @@ def float_to_hex(value: float) -> str:
 def hex_to_float(text: str) -> float:
     (value,) = struct.unpack(">f", struct.pack(">I", int(text, 16)))
     return value
+
+
+_FLOAT_FIELDS = ("amax", "observed_min", "observed_max")
 
 
 def _finite_dict(d: dict) -> dict:

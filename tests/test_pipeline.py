@@ -24,7 +24,7 @@ def qbench(*args, cwd=None):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, model_path, small_data_dir):
     out = tmp_path_factory.mktemp("run") / "report"
-    proc = qbench("run", model_path, "--data", small_data_dir, "--out", out, "--limit", 2, "--method", "entropy")
+    proc = qbench("run", model_path, "--data", small_data_dir, "--out", out, "--method", "entropy")
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
@@ -60,7 +60,7 @@ def test_simulations_really_change_the_numbers(demo_run):
     out16 = fp16[fp16["is_output"]].iloc[0]
     # INT8 must perturb the output more than FP16, and neither may be an identity copy of FP32
     assert out8["max_abs_err"] > out16["max_abs_err"] > 0
-    assert 0.9 < out8["cosine"] < 1.0
+    assert 0.9 < out8["cosine"] < 1.0  # over all samples; single images without text can do worse
 
 
 def test_report_lists_every_tensor_in_graph_order(demo_run, graph):

@@ -47,6 +47,8 @@ def normalize(frame: pd.DataFrame | None) -> pd.DataFrame:
             df[col] = np.nan
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     df["index"] = pd.to_numeric(df["index"], errors="coerce")
+    if df["index"].notna().all():
+        df["index"] = df["index"].astype("int64")  # whole numbers read (and anchor) better than 12.0
     return df.sort_values("index", kind="stable", na_position="last").reset_index(drop=True)
 
 

@@ -1,0 +1,117 @@
+"""Cost of the layer-by-layer comparison on the default model and data (640x640).
+
+Measured side by side, each stage in a fresh process so that its peak RSS is its own:
+  runs     - FP32 reference and simulated INT8 candidate, every float tensor captured, N samples
+             (the floor: what any layer-wise comparison must pay)
+  compare  - qbench.compare.compare_precision on the same N samples: the same runs plus metrics,
+             per-sample rows, diagnosis and the culprit replay (which re-runs the reference once)
+  compare1 - the same on 1 sample: if samples are streamed, peak RSS does not grow with N
+
+Usage: python benchmarks/bench_compare.py [--samples N] [--rounds 3] [--method minmax]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _stage(kind: str, samples: int, ranges_path: str, queue) -> None:
+    from qbench.data import load_dataset
+    from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
+    from qbench.model import ModelGraph
+    from qbench.ranges import Ranges
+
+    graph = ModelGraph.from_path(DEFAULT_MODEL)
+    dataset = load_dataset(DEFAULT_DATA, graph.inputs)
+    ranges = Ranges.read(ranges_path)
+    before = _rss_mb()
+    t0 = time.perf_counter()
+    if kind == "runs":
+        from qbench.runners import OrtRunner
+        from qbench.simulate import build_int8_model
+
+        sim = build_int8_model(graph, ranges)
+        names = [t.name for t in graph.float_tensors]
+        reference = OrtRunner(graph, name="fp32")
+        candidate = OrtRunner(sim.model, name="int8", capture=names, optimize=False)
+        floats = 0
+        t_setup = time.perf_counter() - t0
+        for feed in dataset.batches(1, limit=samples):
+            ref = reference.run(feed)
+            cand = candidate.run(feed)
+            floats = sum(v.size for v in ref.values())
+            del ref, cand
+        extra = {"floats_per_run": floats, "setup": t_setup}
+    else:
+        from qbench.compare import compare_precision
+
+        cmp = compare_precision(graph, dataset, "int8", ranges, limit=samples, progress=False)
+        extra = {"timing": cmp.meta["timing_s"], "replay": cmp.meta["replay"].get("replayed"),
+                 "status": cmp.meta["status_counts"]}
+    queue.put({"kind": kind, "samples": samples, "seconds": time.perf_counter() - t0, "rss_before_mb": before,
+               "peak_rss_mb": _rss_mb(), **extra})
+
+
+def _calibrate(samples: int, method: str, path: str, queue) -> None:
+    from qbench.calibrate import calibrate
+    from qbench.data import load_dataset
+    from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
+    from qbench.model import ModelGraph
+
+    graph = ModelGraph.from_path(DEFAULT_MODEL)
+    calibrate(graph, load_dataset(DEFAULT_DATA, graph.inputs), method=method, limit=samples, progress=False).write_json(path)
+    queue.put({})
+
+
+def _in_child(target, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--method", default="minmax", help="calibration method for the INT8 ranges (not timed)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        ranges = str(Path(tmp) / "ranges.json")
+        _in_child(_calibrate, args.samples, args.method, ranges)
+        # alternate the two stages and keep each one's fastest round: the machine is shared, and
+        # interleaving exposes both to the same background load
+        rounds = [(_in_child(_stage, "runs", args.samples, ranges), _in_child(_stage, "compare", args.samples, ranges))
+                  for _ in range(args.rounds)]
+        one = _in_child(_stage, "compare", 1, ranges)
+    runs = min((r for r, _ in rounds), key=lambda r: r["seconds"])
+    full = min((c for _, c in rounds), key=lambda c: c["seconds"])
+    print(f"default model, 640x640, {args.samples} samples, FP32 vs simulated INT8 ({args.method} ranges); "
+          f"{runs['floats_per_run'] / 1e6:.0f} M floats captured per run; best of {args.rounds} alternating rounds")
+    print(f"{'stage':<24}{'seconds':>9}{'peak RSS MB':>13}{'RSS after imports':>19}")
+    for label, r in (("two runs, capture all", runs), (f"full compare (N={args.samples})", full), ("full compare (N=1)", one)):
+        print(f"{label:<24}{r['seconds']:>9.2f}{r['peak_rss_mb']:>13.0f}{r['rss_before_mb']:>19.0f}")
+    print("all rounds (runs s, compare s): " + ", ".join(f"({r['seconds']:.2f}, {c['seconds']:.2f})" for r, c in rounds))
+    t = full["timing"]
+    print(f"compare / runs time ratio: {full['seconds'] / runs['seconds']:.2f} (budget 1.5)")
+    print(f"inside the compare process: runs {t['runs']:.2f} s, metrics {t['metrics']:.2f} s, replay {t['replay']:.2f} s -> "
+          f"(runs + metrics + replay) / runs = {(t['runs'] + t['metrics'] + t['replay']) / t['runs']:.2f}")
+    print(f"replayed nodes: {full['replay']}; statuses: {full['status']}")
+    print(f"peak RSS, compare N={args.samples} vs N=1: {full['peak_rss_mb']:.0f} vs {one['peak_rss_mb']:.0f} MB; "
+          f"two runs alone: {runs['peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Choose a precision per model from measured accuracy (and latency, when measured).
+
+The rule a person would apply by hand: take the lowest precision whose OUTPUT tensors still agree
+with the FP32 reference (cosine at or above a threshold, no NaN/Inf, not collapsed to zeros). When
+latencies are known, say how much faster it is, and prefer a higher precision only if it is
+measurably faster (TensorRT sometimes runs FP16 faster than INT8 with reformat layers). If nothing
+passes, keep FP32.
+
+This module reads candidates by attribute (precision, tensors, findings, latency_ms) and never
+imports the report package, which comes after it in the flow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from qbench.errors import QbenchError
+
+# Lower number = lower precision = tried first.
+PRECISION_RANK = {"int8": 0, "fp8": 0, "fp16": 1, "bf16": 1, "half": 1, "tf32": 2, "fp32": 3, "float": 3}
+# A faster higher precision wins only when it beats the lower one by this factor: latencies jitter.
+SPEED_MARGIN = 0.95
+TABLE_COLUMNS = ["precision", "output_cosine_min", "output_rel_l2_max", "output_nonfinite", "output_zero",
+                 "problem_tensors", "error_findings", "warning_findings", "latency_ms", "verdict", "why"]
+
+
+@dataclass
+class Thresholds:
+    """What "accurate enough" means for the model outputs. Defaults suit detection/segmentation
+    maps; tighten ``min_cosine`` for regression heads."""
+
+    min_cosine: float = 0.99
+    max_rel_l2: float | None = None
+    allow_nonfinite: bool = False
+    allow_zero: bool = False
+    max_error_findings: int | None = None  # None: findings inside the graph do not veto by themselves
+
+    @classmethod
+    def from_any(cls, value) -> "Thresholds":
+        if value is None:
+            return cls()
+        if isinstance(value, Thresholds):
+            return value
+        if isinstance(value, dict):
+            unknown = set(value) - set(cls.__dataclass_fields__)
+            if unknown:
+                raise QbenchError(f"unknown threshold(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+            return cls(**value)
+        raise QbenchError(f"thresholds must be a dict or Thresholds, not {type(value).__name__}")
+
+
+@dataclass
+class Recommendation:
+    precision: str
+    reason: str
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "reason": self.reason, "thresholds": self.thresholds.__dict__,
+                "table": self.table.astype(object).where(self.table.notna(), None).to_dict("records")}
+
+
+def precision_rank(precision: str) -> float:
+    """int8 < fp16 < fp32; mixed precisions ("int8+fp16 fallback") sit just above their lowest part."""
+    p = precision.lower()
+    ranks = [r for key, r in PRECISION_RANK.items() if key in p]
+    if not ranks:
+        return 1.5  # unknown names sort between FP16 and FP32: neither the boldest nor the safest
+    rank = float(min(ranks))
+    if len(set(ranks)) > 1 or "mixed" in p or "fallback" in p:
+        rank += 0.5
+    return rank
+
+
+def evaluate(candidate, thresholds: Thresholds) -> dict:
+    """One row of the recommendation table: output metrics, finding counts, verdict and why."""
+    df = candidate.tensors if candidate.tensors is not None else pd.DataFrame()
+    outs = _output_rows(df)
+    # the worst sample decides (cosine_min); the all-sample cosine can hide one broken image
+    cos = _col(outs, "cosine_min")
+    cos = cos.where(cos.notna(), _col(outs, "cosine"))
+    rel = _col(outs, "rel_l2")
+    status = outs["status"].astype(str) if "status" in outs else pd.Series([""] * len(outs), index=outs.index)
+    counted = (_col(outs, "cand_nan").fillna(0) + _col(outs, "cand_inf").fillna(0)) > 0
+    nonfinite = int((counted | (status == "nonfinite")).sum())
+    zero = int((status == "zero").sum())
+    findings = candidate.findings or []
+    errors = sum(1 for f in findings if f.get("severity") == "error")
+    warnings = sum(1 for f in findings if f.get("severity") == "warning")
+    problems = int(df["status"].astype(str).isin(["zero", "nonfinite", "divergent"]).sum()) if "status" in df else 0
+
+    why = []
+    cos_min = float(cos.min()) if cos.notna().any() else math.nan
+    rel_max = float(rel.max()) if rel.notna().any() else math.nan
+    if outs.empty:
+        why.append("no output tensors to judge")
+    elif math.isnan(cos_min):
+        why.append("output cosine unknown")
+    elif cos_min < thresholds.min_cosine:
+        why.append(f"output cosine (worst sample) {cos_min:.4f} < {thresholds.min_cosine:g}")
+    if thresholds.max_rel_l2 is not None and not math.isnan(rel_max) and rel_max > thresholds.max_rel_l2:
+        why.append(f"output rel. L2 {rel_max:.3g} > {thresholds.max_rel_l2:g}")
+    if nonfinite and not thresholds.allow_nonfinite:
+        why.append(f"NaN/Inf in {nonfinite} output(s)")
+    if zero and not thresholds.allow_zero:
+        why.append(f"{zero} output(s) collapsed to zeros")
+    if thresholds.max_error_findings is not None and errors > thresholds.max_error_findings:
+        why.append(f"{errors} error findings > {thresholds.max_error_findings}")
+    latency = candidate.latency_ms
+    return {
+        "precision": candidate.precision,
+        "output_cosine_min": cos_min,
+        "output_rel_l2_max": rel_max,
+        "output_nonfinite": nonfinite,
+        "output_zero": zero,
+        "problem_tensors": problems,
+        "error_findings": errors,
+        "warning_findings": warnings,
+        "latency_ms": float(latency) if latency is not None else math.nan,
+        "verdict": "fail" if why else "pass",
+        "why": "; ".join(why) if why else f"outputs meet cosine ≥ {thresholds.min_cosine:g}, finite, not all-zero",
+    }
+
+
+def recommend(candidates, thresholds=None) -> Recommendation:
+    th = Thresholds.from_any(thresholds)
+    rows = [evaluate(c, th) for c in candidates]
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    if rows:
+        table["rank"] = [precision_rank(r["precision"]) for r in rows]
+        table = table.sort_values("rank", kind="stable").drop(columns="rank").reset_index(drop=True)
+    passing = table[table["verdict"] == "pass"]
+    fp32 = _fp32_latency(table)
+
+    if passing.empty:
+        tried = ", ".join(table["precision"]) if rows else "none"
+        reason = f"Keep FP32: no candidate met the output thresholds (tried {tried})."
+        if rows:
+            reason += " " + " ".join(f"{r.precision}: {r.why}." for r in table.itertuples())
+        return Recommendation("fp32", reason, table, th)
+
+    choice = passing.iloc[0]
+    reason = f"{choice['precision'].upper()} is the lowest precision whose outputs pass: {choice['why']}"
+    reason += f" (output cosine min {choice['output_cosine_min']:.4f})." if not math.isnan(choice["output_cosine_min"]) else "."
+    # A higher precision that also passes and is clearly faster is the better deployment choice.
+    if not math.isnan(choice["latency_ms"]):
+        faster = passing[passing["latency_ms"] < choice["latency_ms"] * SPEED_MARGIN]
+        if len(faster):
+            best = faster.loc[faster["latency_ms"].idxmin()]
+            reason = (f"{best['precision'].upper()} passes and is faster than {choice['precision'].upper()} "
+                      f"({best['latency_ms']:.2f} ms vs {choice['latency_ms']:.2f} ms); {best['why']}.")
+            choice = best
+    if not math.isnan(choice["latency_ms"]) and fp32 and choice["precision"].lower() != "fp32":
+        reason += f" {fp32 / choice['latency_ms']:.2f}× the speed of FP32 ({choice['latency_ms']:.2f} ms vs {fp32:.2f} ms)."
+    lower_failed = table[(table["verdict"] == "fail") & (table["precision"].map(precision_rank) < precision_rank(choice["precision"]))]
+    for r in lower_failed.itertuples():
+        reason += f" {r.precision.upper()} rejected: {r.why}."
+    return Recommendation(str(choice["precision"]), reason, table, th)
+
+
+def _output_rows(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return df
+    if "is_output" in df:
+        marked = df[df["is_output"].fillna(False).astype(bool)]
+        if len(marked):
+            return marked
+    if "index" in df:
+        df = df.sort_values("index", kind="stable")
+    return df.tail(1)  # no outputs marked: the last tensor in graph order is the best stand-in
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    if name in df:
+        return pd.to_numeric(df[name], errors="coerce").astype(float)
+    return pd.Series([math.nan] * len(df), index=df.index, dtype=float)
+
+
+def _fp32_latency(table: pd.DataFrame) -> float | None:
+    if table.empty:
+        return None
+    rows = table[(table["precision"].str.lower() == "fp32") & table["latency_ms"].notna()]
+    return float(rows["latency_ms"].iloc[0]) if len(rows) else None

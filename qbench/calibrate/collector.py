@@ -1,0 +1,140 @@
+"""Run the model over the calibration batches with every float activation exposed, and fold each
+batch into per-tensor histograms at once, so memory stays that of one batch whatever the sample count.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterable
+
+import numpy as np
+
+from qbench.calibrate.histogram import MAX_BINS, NUM_BINS, TensorHistogram
+from qbench.errors import QbenchError
+from qbench.model import ModelGraph
+
+
+def calibration_tensors(graph: ModelGraph) -> list[str]:
+    """Tensors that get a range: float graph inputs (TensorRT caches include them) then every float
+    activation, in graph order."""
+    names = [spec.name for spec in graph.inputs if spec.dtype.kind == "f"]
+    seen = set(names)
+    for info in graph.float_tensors:
+        if info.name not in seen:
+            seen.add(info.name)
+            names.append(info.name)
+    return names
+
+
+class HistogramCollector:
+    """Accumulates one ``TensorHistogram`` per tensor from ``{name: array}`` batches."""
+
+    def __init__(self, names: Iterable[str], num_bins: int = NUM_BINS, max_bins: int = MAX_BINS,
+                 threads: int | None = None):
+        if num_bins < 2:
+            raise QbenchError(f"a histogram needs at least 2 bins, not {num_bins}")
+        self.histograms = {n: TensorHistogram(n, num_bins, max(max_bins, num_bins)) for n in names}
+        self.samples = 0
+        self.batches = 0
+        # numba kernels release the GIL: tensors are folded in parallel threads
+        self._pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1)
+
+    def add(self, values: dict[str, np.ndarray], batch_samples: int) -> None:
+        for f in self.submit(values, batch_samples):
+            f.result()
+
+    def submit(self, values: dict[str, np.ndarray], batch_samples: int) -> list[Future]:
+        """Start folding one batch and return at once; the caller must wait for these futures before
+        it submits the next batch (a histogram takes its batches in order, one at a time)."""
+        work = [(self.histograms[n], a) for n, a in values.items()
+                if n in self.histograms and isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.size]
+        work.sort(key=lambda item: -item[1].size)  # big tensors first balances the threads
+        futures = [self._pool.submit(h.update, a, batch_samples) for h, a in work]
+        self.samples += batch_samples
+        self.batches += 1
+        return futures
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def collect(graph: ModelGraph, batches: Iterable[dict[str, np.ndarray]], *, num_bins: int = NUM_BINS,
+            max_bins: int = MAX_BINS, threads: int | None = None, progress: bool = True,
+            total: int | None = None) -> HistogramCollector:
+    """One ONNX Runtime pass over ``batches``; returns the filled collector."""
+    names = calibration_tensors(graph)
+    runner = _CalibrationSession(graph)
+    collector = HistogramCollector(names, num_bins, max_bins, threads)
+    bar = _progress(total, progress)
+    pending: list[Future] = []
+    try:
+        for feed in batches:
+            # batch i is folded while ONNX Runtime computes batch i+1: at most two batches alive
+            outputs = runner.run(feed)
+            n = _batch_size(feed)
+            outputs.update({k: v for k, v in feed.items() if k in collector.histograms})
+            for f in pending:
+                f.result()
+            pending = collector.submit(outputs, n)
+            if os.environ.get("QB_SERIAL"):
+                for f in pending:
+                    f.result()
+            del outputs
+            if bar is not None:
+                bar.update(n)
+        for f in pending:
+            f.result()
+    finally:
+        for f in pending:
+            f.cancel()
+        if bar is not None:
+            bar.close()
+        collector.close()
+    if collector.samples == 0:
+        raise QbenchError("no calibration samples: the data folder yielded no batches")
+    return collector
+
+
+class _CalibrationSession:
+    """ONNX Runtime with every float activation as an output. Unlike the general runner, its thread
+    pool does not spin after a run: the histogram threads need those cores between runs."""
+
+    def __init__(self, graph: ModelGraph):
+        import onnxruntime as ort
+
+        from qbench.runners.ort import expose_tensors
+
+        proto = expose_tensors(graph.model, [t.name for t in graph.float_tensors], graph.elem_types)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise QbenchError(f"ONNX Runtime cannot load {graph.name}: {str(exc).splitlines()[0]}") from None
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.inputs if n not in feed]
+        if missing:
+            raise QbenchError(f"calibration: no data for inputs {missing}")
+        try:
+            values = self.session.run(self.outputs, {n: feed[n] for n in self.inputs})
+        except Exception as exc:
+            raise QbenchError(f"calibration: ONNX Runtime failed: {str(exc).splitlines()[0]}") from None
+        return dict(zip(self.outputs, values))
+
+
+def _batch_size(feed: dict[str, np.ndarray]) -> int:
+    first = next(iter(feed.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
+def _progress(total: int | None, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="calibrating", unit="sample", leave=False)

@@ -1,0 +1,300 @@
+"""Streaming histograms of absolute activation values, folded one batch at a time.
+
+Faithful to NVIDIA's reproduction of TensorRT's histogram collection (modelopt's
+``HistogramCalibrator.collect``, torch branch): the first batch fixes the bin width at
+``max|x| / num_bins`` over [0, max]; a later batch that exceeds the range appends bins of the same
+width until its maximum is covered (``ceil(max / width)`` bins). Two deviations, both documented:
+the bin count is bounded (past ``max_bins`` neighbouring pairs are merged, which is exact for the
+coarser bins because the width doubles and every old edge is a new edge), and a tensor that is all
+zeros in its first batch waits for the first non-zero batch to fix its width (modelopt would divide
+by zero).
+
+The per-element work runs in numba kernels that release the GIL, so several tensors are folded in
+parallel threads: one pass fuses min/max/zero counting with binning (each chunk is binned while it
+is still in cache), which is what keeps calibration close to the cost of the model run itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+NUM_BINS = 2048  # TensorRT / modelopt default
+MAX_BINS = 8192  # merge pairs past this: bounds memory and the O(bins * 128) entropy search
+_CHUNK = 16384  # elements binned right after their max is known, while still in L1/L2
+
+
+_ABS = np.int32(0x7FFFFFFF)  # float32 bits without the sign
+_INF = np.int32(0x7F800000)  # |bits| >= this: Inf or NaN
+
+
+@numba.njit(nogil=True, cache=True)
+def _scan(b):
+    """Over float32 bit patterns ``b``: order keys of min and max, max |bits|, number of (+-)zeros.
+
+    Integer-only on purpose: integer min/max/compare reductions vectorise without fast-math, whereas
+    float min/max with NaN semantics do not; a NaN or Inf shows up as ``top >= _INF`` and the caller
+    then takes the careful path, so no NaN ever reaches an index computation."""
+    klo = np.int32(0x7FFFFFFF)
+    khi = np.int32(-0x80000000)
+    top = np.int32(0)
+    zeros = np.int32(0)
+    for k in range(b.size):
+        v = b[k]
+        key = v ^ ((v >> 31) & _ABS)  # ordered like the float values (-0.0 just below +0.0)
+        klo = klo if klo < key else key
+        khi = khi if khi > key else key
+        a = v & _ABS
+        top = top if top > a else a
+        zeros += np.int32(a == 0)
+    return klo, khi, top, zeros
+
+
+@numba.njit(nogil=True, cache=True)
+def _unkey(key):
+    bits = np.empty(1, dtype=np.int32)
+    bits[0] = key ^ ((key >> 31) & _ABS)
+    return bits.view(np.float32)[0]
+
+
+@numba.njit(nogil=True, cache=True)
+def _stats_careful(x):
+    lo = np.float32(np.inf)
+    hi = np.float32(-np.inf)
+    zeros = 0
+    nonfinite = 0
+    for k in range(x.size):
+        v = x[k]
+        if not np.isfinite(v):
+            nonfinite += 1
+            continue
+        if v < lo:
+            lo = v
+        if v > hi:
+            hi = v
+        if v == 0.0:
+            zeros += 1
+    return lo, hi, zeros, nonfinite
+
+
+@numba.njit(nogil=True, cache=True)
+def _stats(x):
+    """min, max, number of exact zeros, number of NaN/Inf (ignored everywhere else)."""
+    lo = np.float32(np.inf)
+    hi = np.float32(-np.inf)
+    zeros = 0
+    nonfinite = 0
+    bits = x.view(np.int32)
+    for start in range(0, x.size, _CHUNK):
+        stop = min(start + _CHUNK, x.size)
+        klo, khi, top, z = _scan(bits[start:stop])
+        if top >= _INF:
+            l, h, z, nf = _stats_careful(x[start:stop])
+            nonfinite += nf
+        else:
+            l = _unkey(klo)
+            h = _unkey(khi)
+        if l < lo:
+            lo = l
+        if h > hi:
+            hi = h
+        zeros += z
+    return lo, hi, zeros, nonfinite
+
+
+@numba.njit(nogil=True, cache=True)
+def _index(y, inv, top, idx):
+    for k in range(y.size):
+        idx[k] = min(np.int32(abs(y[k]) * inv), top)
+
+
+@numba.njit(nogil=True, cache=True)
+def _fold(x, counts, width):
+    """Add |x| to ``counts`` (bins of ``width`` starting at 0), growing it with bins of the same width
+    when a value lies past the end. Returns (counts, min, max, zeros, nonfinite).
+
+    Bin increments go to 4 interleaved sub-histograms: mostly-zero (post-ReLU) tensors hit bin 0 over
+    and over, and one histogram would serialise on that store-to-load dependency. int32 sub-counts
+    keep them in L1/L2; the caller splits arrays of 2**31 values or more."""
+    n = x.size
+    nb = counts.size
+    inv = 1.0 / width
+    bits = x.view(np.int32)
+    lo = np.float32(np.inf)
+    hi = np.float32(-np.inf)
+    zeros = 0
+    nonfinite = 0
+    s0 = np.zeros(nb, dtype=np.int32)
+    s1 = np.zeros(nb, dtype=np.int32)
+    s2 = np.zeros(nb, dtype=np.int32)
+    s3 = np.zeros(nb, dtype=np.int32)
+    idx = np.empty(_CHUNK, dtype=np.int32)
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        y = x[start:stop]
+        klo, khi, top, z = _scan(bits[start:stop])
+        finite = top < _INF
+        if finite:
+            clo = _unkey(klo)
+            chi = _unkey(khi)
+            amax = max(-clo, chi)
+        else:
+            clo, chi, z, nf = _stats_careful(y)
+            nonfinite += nf
+            amax = max(-clo, chi) if nf < y.size else np.float32(0.0)
+        if clo < lo:
+            lo = clo
+        if chi > hi:
+            hi = chi
+        zeros += z
+        if amax > nb * width:
+            grown = int(math.ceil(amax / width))
+            t0 = np.zeros(grown, dtype=np.int32)
+            t1 = np.zeros(grown, dtype=np.int32)
+            t2 = np.zeros(grown, dtype=np.int32)
+            t3 = np.zeros(grown, dtype=np.int32)
+            t0[:nb] = s0
+            t1[:nb] = s1
+            t2[:nb] = s2
+            t3[:nb] = s3
+            s0, s1, s2, s3 = t0, t1, t2, t3
+            nb = grown
+        if not finite:
+            for k in range(y.size):
+                a = abs(y[k])
+                if np.isfinite(a):
+                    i = int(a * inv)
+                    if i >= nb:
+                        i = nb - 1
+                    s0[i] += 1
+            continue
+        m = y.size
+        _index(y, inv, np.int32(nb - 1), idx)
+        q = m - (m & 3)
+        for k in range(0, q, 4):
+            s0[idx[k]] += 1
+            s1[idx[k + 1]] += 1
+            s2[idx[k + 2]] += 1
+            s3[idx[k + 3]] += 1
+        for k in range(q, m):
+            s0[idx[k]] += 1
+    out = np.zeros(nb, dtype=np.int64)
+    out[: counts.size] = counts
+    for b in range(nb):
+        out[b] += np.int64(s0[b]) + np.int64(s1[b]) + np.int64(s2[b]) + np.int64(s3[b])
+    return out, lo, hi, zeros, nonfinite
+
+
+_SPLIT = 1 << 30  # well under the int32 sub-counts' limit
+
+
+def _fold_split(x, counts, width):
+    if x.size <= _SPLIT:
+        return _fold(x, counts, width)
+    lo, hi, zeros, nonfinite = math.inf, -math.inf, 0, 0
+    for start in range(0, x.size, _SPLIT):
+        counts, l, h, z, nf = _fold(x[start:start + _SPLIT], counts, width)
+        lo, hi, zeros, nonfinite = min(lo, l), max(hi, h), zeros + z, nonfinite + nf
+    return counts, lo, hi, zeros, nonfinite
+
+
+@dataclass
+class TensorHistogram:
+    """Histogram of |x| for one tensor over every batch seen so far, plus exact min/max/zero counts."""
+
+    name: str
+    num_bins: int = NUM_BINS
+    max_bins: int = MAX_BINS
+    counts: np.ndarray | None = None  # int64, bin k covers [k*width, (k+1)*width)
+    width: float = 0.0
+    minimum: float = math.inf
+    maximum: float = -math.inf
+    zeros: int = 0
+    nonfinite: int = 0
+    total: int = 0  # finite values seen
+    pending_zeros: int = 0  # values seen while every value so far was 0 (no width yet)
+    batches: int = 0
+    samples: int = 0
+    merges: int = field(default=0)
+
+    @property
+    def amax(self) -> float:
+        """Exact max |x| over the finite values seen."""
+        if self.total == 0:
+            return 0.0
+        return float(max(abs(self.minimum), abs(self.maximum)))
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.arange(len(self.counts) + 1, dtype=np.float64) * self.width
+
+    def update(self, values: np.ndarray, samples: int = 1) -> None:
+        x = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        self.batches += 1
+        self.samples += samples
+        if self.counts is None:
+            lo, hi, zeros, nonfinite = _stats(x)
+            finite = x.size - nonfinite
+            self._note(lo, hi, zeros, nonfinite, finite)
+            top = max(abs(lo), abs(hi)) if finite else 0.0
+            if top == 0.0:
+                self.pending_zeros += finite
+                return
+            # the first non-zero batch fixes the width, as modelopt's first collect() does
+            self.width = float(np.float32(top)) / self.num_bins
+            counts = np.zeros(self.num_bins, dtype=np.int64)
+            counts, *_ = _fold_split(x, counts, self.width)
+            counts[0] += self.pending_zeros
+            self.pending_zeros = 0
+            self.counts = counts
+        else:
+            counts, lo, hi, zeros, nonfinite = _fold_split(x, self.counts, self.width)
+            self.counts = counts
+            self._note(lo, hi, zeros, nonfinite, x.size - nonfinite)
+        self._bound()
+
+    def _note(self, lo, hi, zeros, nonfinite, finite) -> None:
+        if finite:
+            self.minimum = min(self.minimum, float(lo))
+            self.maximum = max(self.maximum, float(hi))
+        self.zeros += int(zeros)
+        self.nonfinite += int(nonfinite)
+        self.total += int(finite)
+
+    def _bound(self) -> None:
+        while len(self.counts) > self.max_bins:
+            c = self.counts
+            if len(c) % 2:
+                c = np.append(c, 0)
+            self.counts = c[0::2] + c[1::2]
+            self.width *= 2.0
+            self.merges += 1
+
+    def percentile(self, q: float) -> float:
+        """The |x| below which ``q`` percent of the values lie, to bin resolution (upper bin edge)."""
+        if self.counts is None or self.total == 0:
+            return 0.0
+        cdf = np.cumsum(self.counts)
+        idx = int(np.searchsorted(cdf, q / 100.0 * cdf[-1]))
+        return float(min(idx + 1, len(self.counts)) * self.width)
+
+    def summary(self) -> dict:
+        """Plain numbers for reports (JSON-safe)."""
+        total = self.total + self.nonfinite
+        return {
+            "min": self.minimum if self.total else 0.0,
+            "max": self.maximum if self.total else 0.0,
+            "absmax": self.amax,
+            "zero_fraction": self.zeros / total if total else 0.0,
+            "nonfinite": self.nonfinite,
+            "values": self.total,
+            "p50": self.percentile(50.0),
+            "p99": self.percentile(99.0),
+            "p99_9": self.percentile(99.9),
+            "p99_99": self.percentile(99.99),
+            "bins": 0 if self.counts is None else int(len(self.counts)),
+            "bin_width": self.width,
+        }

@@ -1,0 +1,339 @@
+"""Streaming layer-by-layer comparison of a reference runner and a candidate runner.
+
+Per sample: run both with every tensor captured, fold each tensor's error sums into a small
+accumulator, keep a per-sample metric row, drop the arrays. Only one sample's activations (two
+runs' worth) are ever in memory. After the pass: classify tensors, find the first problem, and
+replay the flagged nodes alone on the reference inputs of one sample (re-running the reference
+for it) to tell introduced from inherited error.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable
+
+import numpy as np
+import onnx
+import pandas as pd
+
+from qbench.compare import diagnose
+from qbench.compare.diagnose import Thresholds
+from qbench.compare.matching import match_tensors, mismatch_reason
+from qbench.compare.metrics import BLOCK, SumsAccumulator, derive, pair_sums
+from qbench.compare.replay import ModelIndex, replay_tensor
+from qbench.compare.result import BASE_COLUMNS, DIAGNOSIS_COLUMNS, FP16_COLUMNS, INT8_COLUMNS, Comparison
+from qbench.errors import QbenchError
+from qbench.model import ModelGraph
+from qbench.ranges import INT8_MAX
+
+DEFAULT_MAX_REPLAY = 20
+
+
+class _PrecisionStats:
+    """What the candidate's precision does to the REFERENCE values (saturation, flushing...),
+    accumulated per tensor: the "why" beside the comparator's "how much"."""
+
+    def __init__(self, precision: str | None, ranges, quantized: set[str] | None):
+        self.precision = precision
+        self.ranges = ranges
+        self.quantized = quantized
+        self.totals: dict[str, dict] = {}
+        self.fn = None
+        if precision == "int8":
+            from qbench.compare.kernels import int8_counts  # numba: loaded only when INT8 needs it
+
+            self.fn = int8_counts
+        elif precision == "fp16":
+            from qbench.simulate import fp16_stats
+
+            self.fn = fp16_stats
+
+    @property
+    def columns(self) -> list[str]:
+        return INT8_COLUMNS if self.precision == "int8" else FP16_COLUMNS if self.precision == "fp16" else []
+
+    def add(self, name: str, ref: np.ndarray, n: int, nonzero: int) -> None:
+        if self.fn is None:
+            return
+        if self.precision == "int8" and (self.ranges is None or name not in self.ranges
+                                         or (self.quantized is not None and name not in self.quantized)):
+            return
+        t = self.totals.setdefault(name, {"n": 0, "nonzero": 0})
+        flat = np.ascontiguousarray(ref, dtype=np.float32).reshape(-1)
+        if self.precision == "int8":
+            # the definitions of qbench.simulate.int8_stats, in one fused pass (20x faster; a test
+            # holds the two equal)
+            amax = float(self.ranges.amax(name))
+            saturated, zero_code, nonzero_values = self.fn(flat, np.float32(amax), np.float32(amax / INT8_MAX))
+            if amax <= 0:
+                zero_code = nonzero_values
+            t["sat"] = t.get("sat", 0) + saturated
+            t["zero"] = t.get("zero", 0) + zero_code
+            t["nonzero_values"] = t.get("nonzero_values", 0) + nonzero_values
+        else:
+            # block by block, like the metrics: the statistics' temporaries then stay in the cache
+            for start in range(0, flat.size, BLOCK):
+                for k, v in self.fn(flat[start:start + BLOCK]).items():
+                    t[k] = t.get(k, 0) + v
+        t["n"] += n
+        t["nonzero"] += nonzero
+
+    def row(self, name: str) -> dict:
+        t = self.totals.get(name)
+        if self.precision == "int8":
+            if not t or "sat" not in t:
+                return dict.fromkeys(INT8_COLUMNS, math.nan)
+            return {"amax": self.ranges.amax(name), "int8_saturated_frac": t["sat"] / max(t["n"], 1),
+                    "int8_zero_frac": t["zero"] / t["nonzero_values"] if t["nonzero_values"] else 0.0}
+        if self.precision == "fp16":
+            return {k: (t or {}).get(k, 0) for k in FP16_COLUMNS}
+        return {}
+
+
+class _PerSample:
+    """Per-sample, per-tensor metric rows, stored as one small numpy block per sample (a few tens
+    of kB for the default model) rather than as Python dicts, so thousands of samples stay cheap."""
+
+    FLOATS = ("max_abs_err", "mean_abs_err", "rel_l2", "cosine", "sqnr_db", "ref_zero_frac", "cand_zero_frac")
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple[int, list[str], np.ndarray, np.ndarray, list[str]]] = []
+        self._rows: list[tuple] = []
+        self._names: list[str] = []
+        self._nonfinite: list[int] = []
+        self._status: list[str] = []
+
+    def add(self, name: str, m: dict, nonfinite: int, status: str) -> None:
+        self._names.append(name)
+        self._rows.append(tuple(m[k] for k in self.FLOATS))
+        self._nonfinite.append(nonfinite)
+        self._status.append(status)
+
+    def end_sample(self, sample: int) -> None:
+        self.blocks.append((sample, self._names, np.array(self._rows, dtype=np.float64).reshape(-1, len(self.FLOATS)),
+                            np.array(self._nonfinite, dtype=np.int64), self._status))
+        self._rows, self._names, self._nonfinite, self._status = [], [], [], []
+
+    def frame(self) -> pd.DataFrame:
+        parts = []
+        for sample, names, values, nonfinite, status in self.blocks:
+            part = pd.DataFrame(values, columns=list(self.FLOATS))
+            part.insert(0, "tensor", names)
+            part.insert(0, "sample", sample)
+            part["cand_nonfinite"] = nonfinite
+            part["status"] = status
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _samples(dataset, limit: int | None) -> Iterable[dict]:
+    if hasattr(dataset, "batches"):
+        yield from dataset.batches(1, limit=limit)
+        return
+    for i, feed in enumerate(dataset):
+        if limit is not None and i >= limit:
+            return
+        yield feed
+
+
+def _count(dataset, limit: int | None) -> int | None:
+    try:
+        n = len(dataset)
+    except TypeError:
+        return limit
+    return n if limit is None else min(n, limit)
+
+
+def _progress(total, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", file=sys.stderr, disable=not enabled, leave=False)
+
+
+def _candidate_model(candidate, candidate_model) -> onnx.ModelProto | None:
+    """The whole candidate model, when we can see it: given, or the one an OrtRunner runs."""
+    if candidate_model is not None:
+        return candidate_model.model if isinstance(candidate_model, ModelGraph) else candidate_model
+    graph = getattr(candidate, "graph", None)
+    return graph.model if isinstance(graph, ModelGraph) else None
+
+
+def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int | None = None,
+                 thresholds: Thresholds | None = None, replay: bool = True, max_replay: int = DEFAULT_MAX_REPLAY,
+                 candidate_model: onnx.ModelProto | ModelGraph | None = None,
+                 make_candidate_model: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
+                 precision: str | None = None, ranges=None, quantized: Iterable[str] | None = None,
+                 tensors: Iterable[str] | None = None, progress: bool = True, workers: int = 2) -> Comparison:
+    """Compare ``candidate`` against ``reference`` tensor by tensor over the samples of ``dataset``.
+
+    ``reference``/``candidate``: runners (``.name``, ``.run(feed) -> {tensor: array}``) capturing
+    tensors under the original names of ``graph``. ``dataset``: a ``qbench.data.Dataset`` or any
+    iterable of feeds. Replay of flagged nodes uses ``make_candidate_model`` (one FP32 node model ->
+    candidate precision) when given, else the node cut out of ``candidate_model`` (default: the
+    model of an OrtRunner candidate). ``precision``/``ranges``/``quantized`` add the INT8/FP16
+    statistics columns (computed on the reference values). ``workers``: threads measuring tensors.
+    """
+    th = thresholds or Thresholds()
+    if limit is not None and limit < 1:
+        raise QbenchError(f"--limit must be at least 1, not {limit}")
+    stats = _PrecisionStats(precision, ranges, set(quantized) if quantized is not None else None)
+    wanted = list(tensors) if tensors is not None else None
+    matched = None
+    unmatched: list[tuple[str, str]] = []
+    acc: dict[str, SumsAccumulator] = {}
+    shapes: dict[str, tuple] = {}
+    per_sample = _PerSample()
+    worst = (-1.0, None)  # (damage score, feed) of the sample kept for replay
+    t_run = t_metrics = 0.0
+    n_samples = 0
+    started = time.perf_counter()
+    bar = _progress(_count(dataset, limit), progress, f"compare {reference.name} vs {candidate.name}")
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
+        for sample_index, feed in enumerate(_samples(dataset, limit)):
+            t0 = time.perf_counter()
+            ref = reference.run(feed)
+            cand = candidate.run(feed)
+            t1 = time.perf_counter()
+            if matched is None:
+                matched, unmatched = match_tensors(graph, ref, cand, wanted)
+                if not matched:
+                    raise QbenchError(f"no tensor of {graph.name} could be matched between {reference.name} and {candidate.name}"
+                                      + (f" (first: {unmatched[0][0]}: {unmatched[0][1]})" if unmatched else ""))
+                acc = {t.name: SumsAccumulator() for t in matched}
+            damage = 0.0
+            todo = []
+            for info in matched:
+                name = info.name
+                if name not in acc:
+                    continue
+                reason = mismatch_reason(name, ref, cand)
+                if reason:  # a later sample disagrees: the tensor cannot be compared over the dataset
+                    unmatched.append((name, f"sample {sample_index}: {reason}"))
+                    del acc[name]
+                    continue
+                todo.append(name)
+
+            def measure(name: str, ref=ref, cand=cand):
+                # pop, so each pair of arrays is freed as soon as it is measured
+                r = ref.pop(name)
+                c = cand.pop(name)
+                s = pair_sums(r, c)
+                stats.add(name, r, s["n"], s["n"] - s["ref_zeros"])
+                return name, s, tuple(np.shape(r))
+
+            # numpy releases the GIL in its loops: a second thread uses the second core (results in order)
+            for name, s, shape in (pool.map(measure, todo) if pool else map(measure, todo)):
+                m = derive(s)
+                # a sample that differs by no more than atol is identical for diagnosis, whatever its cosine
+                acc[name].add(s, m["cosine"] if not m["max_abs_err"] <= th.atol else 1.0)
+                shapes.setdefault(name, shape)
+                full = {**s, **m}
+                per_sample.add(name, m, s["cand_nan"] + s["cand_inf"], diagnose.status_of(full, th))
+                damage += diagnose.error_score(full)
+            del ref, cand, measure
+            per_sample.end_sample(sample_index)
+            if damage > worst[0]:
+                worst = (damage, feed)
+            n_samples += 1
+            t_metrics += time.perf_counter() - t1
+            t_run += t1 - t0
+            bar.update(1)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown()
+    if matched is None:
+        raise QbenchError("the dataset yielded no samples to compare")
+    matched = [t for t in matched if t.name in acc]
+
+    rows = []
+    for info in matched:
+        a = acc[info.name]
+        s = a.sums
+        row = {"index": info.index, "tensor": info.name, "node": info.node, "op_type": info.op_type,
+               "is_output": info.is_output, "shape": "x".join(str(d) for d in shapes[info.name]), "samples": a.samples,
+               **derive(s), "cosine_min": a.cosine_min}
+        row.update({k: s[k] for k in ("ref_nan", "ref_inf", "cand_nan", "cand_inf", "ref_min", "ref_max", "cand_min", "cand_max")})
+        row.update(stats.row(info.name))
+        row["status"] = diagnose.status_of(row, th)
+        rows.append(row)
+    columns = BASE_COLUMNS + stats.columns + DIAGNOSIS_COLUMNS
+    frame = pd.DataFrame(rows)
+    frame["first_problem"] = False
+    flagged = frame.index[frame["status"] != "ok"]
+    if len(flagged):
+        frame.loc[flagged[0], "first_problem"] = True
+    frame["origin"] = ""
+    frame["isolated_cosine"] = math.nan
+    frame["isolated_rel_l2"] = math.nan
+    frame["culprit_rank"] = math.nan
+    frame = frame[columns].copy()
+    findings = diagnose.status_findings(frame)
+
+    t_replay = 0.0
+    replay_meta = {"done": False, "reason": "replay disabled" if not replay else "no flagged tensor"}
+    cmodel = _candidate_model(candidate, candidate_model)
+    if replay and len(flagged):
+        t0 = time.perf_counter()
+        replay_meta = _replay(frame, graph, reference, worst[1], th, max_replay, cmodel, make_candidate_model, progress)
+        t_replay = time.perf_counter() - t0
+        findings += diagnose.culprit_findings(frame)
+        diagnose.annotate_first_problem(findings, frame, replay_meta.get("note", replay_meta.get("reason", "")))
+
+    meta = {
+        "model": graph.name, "model_digest": graph.digest, "reference": reference.name, "candidate": candidate.name,
+        "precision": precision or "", "samples": n_samples, "tensors_compared": len(frame), "tensors_unmatched": len(unmatched),
+        "thresholds": th.to_dict(), "replay": replay_meta,
+        "status_counts": {k: int(v) for k, v in frame["status"].value_counts().items()},
+        "timing_s": {"runs": round(t_run, 3), "metrics": round(t_metrics, 3), "replay": round(t_replay, 3),
+                     "total": round(time.perf_counter() - started, 3)},
+    }
+    if ranges is not None:
+        meta["ranges_method"] = getattr(ranges, "method", "")
+    return Comparison(frame, per_sample.frame(), unmatched, findings, meta)
+
+
+def _replay(frame: pd.DataFrame, graph: ModelGraph, reference, feed: dict, th: Thresholds, max_replay: int,
+            cmodel, make_candidate_model, progress: bool) -> dict:
+    """Replay the selected flagged tensors on one sample; fill origin/isolated/culprit columns."""
+    if cmodel is None and make_candidate_model is None:
+        return {"done": False, "reason": "the candidate model is not visible (pass candidate_model or make_candidate_model)"}
+    inputs_of = {t: [i for i in graph.producer[t].input if i] for t in frame["tensor"] if t in graph.producer}
+    chosen = diagnose.select_for_replay(frame, inputs_of, max_replay)
+    n_flagged = int((frame["status"] != "ok").sum())
+    ref_values = dict(reference.run(feed))  # one more reference run: cheaper than holding every sample
+    ref_values.update(feed)
+    notes = {}
+    if make_candidate_model is None:
+        cmodel = ModelIndex(cmodel)
+    position = {t: i for i, t in enumerate(frame["tensor"])}
+    bar = _progress(len(chosen), progress, "replay flagged nodes")
+    for tensor in chosen:
+        result = replay_tensor(tensor, ref_values, graph=graph, candidate_model=cmodel, make_candidate_model=make_candidate_model)
+        bar.update(1)
+        if result.isolated is None:
+            notes[tensor] = result.note
+            continue
+        i = position[tensor]
+        frame.loc[i, "isolated_cosine"] = result.isolated["cosine"]
+        frame.loc[i, "isolated_rel_l2"] = result.isolated["rel_l2"]
+        frame.loc[i, "origin"] = diagnose.origin_of(result.isolated, th)
+        frame.loc[i, "_score"] = diagnose.error_score(result.isolated)
+    bar.close()
+    del ref_values
+    introduced = frame[frame["origin"] == "introduced"]
+    if len(introduced):
+        order = introduced.sort_values(["_score", "index"], ascending=[False, True]).index
+        for rank, i in enumerate(order, start=1):
+            frame.loc[i, "culprit_rank"] = float(rank)
+    if "_score" in frame:
+        del frame["_score"]
+    return {"done": True, "sample": "the sample with the largest total error", "flagged": n_flagged,
+            "replayed": len(chosen) - len(notes), "limit": max_replay, "skipped": notes,
+            "method": "make_candidate_model" if make_candidate_model is not None else "extracted from candidate model",
+            "note": (f"culprit replay: {len(chosen) - len(notes)} of {n_flagged} flagged tensor(s) on one sample, limit {max_replay}; "
+                     "first problem and first of each status, then largest error growth over inputs")}

@@ -1,0 +1,113 @@
+"""The Comparison: the one result type the report and the store read, and its files.
+
+``tensors.csv`` holds the per-tensor frame; ``comparison.json`` holds everything (frame, per-sample
+rows, unmatched tensors, findings, meta) as standard JSON (NaN/Inf written as null / strings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from qbench import atomic
+from qbench.errors import QbenchError
+
+FORMAT = "qbench-comparison/1"
+
+# Column order of ``Comparison.tensors`` (precision-specific columns are inserted before "status").
+BASE_COLUMNS = ["index", "tensor", "node", "op_type", "is_output", "shape", "samples", "max_abs_err", "mean_abs_err",
+                "rel_l2", "cosine", "cosine_min", "sqnr_db", "ref_zero_frac", "cand_zero_frac", "ref_nan", "ref_inf",
+                "cand_nan", "cand_inf", "ref_min", "ref_max", "cand_min", "cand_max"]
+INT8_COLUMNS = ["amax", "int8_saturated_frac", "int8_zero_frac"]
+FP16_COLUMNS = ["fp16_overflow", "fp16_nan", "fp16_flushed"]
+DIAGNOSIS_COLUMNS = ["status", "first_problem", "origin", "isolated_cosine", "isolated_rel_l2", "culprit_rank"]
+
+
+@dataclass
+class Comparison:
+    tensors: pd.DataFrame
+    per_sample: pd.DataFrame
+    unmatched: list[tuple[str, str]] = field(default_factory=list)
+    findings: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def first_problem(self) -> dict | None:
+        hit = [f for f in self.findings if f["kind"] == "first_problem"]
+        return hit[0] if hit else None
+
+    @property
+    def culprits(self) -> pd.DataFrame:
+        """Ranked culprit rows, best-ranked first."""
+        return self.tensors[self.tensors["culprit_rank"].notna()].sort_values("culprit_rank")
+
+    def row(self, tensor: str) -> pd.Series:
+        hit = self.tensors[self.tensors["tensor"] == tensor]
+        if hit.empty:
+            raise KeyError(tensor)
+        return hit.iloc[0]
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "meta": self.meta,
+            "findings": self.findings,
+            "unmatched": [{"tensor": t, "reason": r} for t, r in self.unmatched],
+            "tensors": _records(self.tensors),
+            "per_sample": _records(self.per_sample),
+        }
+
+    def save(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``tensors.csv`` and ``comparison.json`` into ``directory`` (atomically each)."""
+        d = Path(directory)
+        if d.exists() and not d.is_dir():
+            raise QbenchError(f"output path is a file, not a folder: {d}")
+        csv = atomic.write_text(d / "tensors.csv", self.tensors.to_csv(index=False))
+        doc = atomic.write_text(d / "comparison.json", json.dumps(_jsonable(self.to_dict()), indent=1, allow_nan=False))
+        return {"tensors": csv, "comparison": doc}
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Comparison":
+        p = Path(directory) / "comparison.json"
+        if not p.exists():
+            raise QbenchError(f"no comparison.json in {directory}")
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+            if doc.get("format") != FORMAT:
+                raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
+            tensors = pd.DataFrame([_unjson(r) for r in doc["tensors"]])
+            per_sample = pd.DataFrame([_unjson(r) for r in doc["per_sample"]])
+            unmatched = [(u["tensor"], u["reason"]) for u in doc["unmatched"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise QbenchError(f"{p}: not a qbench comparison ({exc})") from None
+        return cls(tensors, per_sample, unmatched, doc.get("findings", []), doc.get("meta", {}))
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return [{k: _scalar(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _scalar(v):
+    if hasattr(v, "item") and not isinstance(v, (list, tuple, dict, str)):
+        v = v.item()
+    return v
+
+
+def _jsonable(obj):
+    """JSON has no NaN/Inf: NaN becomes null, +-Inf the strings "inf"/"-inf"."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    obj = _scalar(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
+def _unjson(row: dict) -> dict:
+    return {k: (math.inf if v == "inf" else -math.inf if v == "-inf" else math.nan if v is None else v) for k, v in row.items()}

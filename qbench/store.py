@@ -1,0 +1,229 @@
+"""The results store: every run's summary, per-tensor metrics and findings in one SQLite file, so a
+model's accuracy can be followed across runs (did the last calibration make conv_12 worse?).
+
+One run is written in one transaction: a crash or an error part-way leaves no half-recorded run.
+The schema version lives in ``PRAGMA user_version``; a file made by a newer qbench is refused
+rather than misread.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+
+from qbench.errors import QbenchError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at      TEXT NOT NULL,
+    model_name      TEXT NOT NULL,
+    model_digest    TEXT NOT NULL DEFAULT '',
+    precision       TEXT NOT NULL,
+    qbench_version  TEXT NOT NULL DEFAULT '',
+    data_dir        TEXT NOT NULL DEFAULT '',
+    samples         INTEGER,
+    status          TEXT NOT NULL DEFAULT '',
+    recommendation  TEXT NOT NULL DEFAULT '',
+    report_path     TEXT NOT NULL DEFAULT '',
+    latency_ms      REAL,
+    meta_json       TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS runs_by_model ON runs (model_name, created_at);
+CREATE TABLE IF NOT EXISTS tensor_metrics (
+    run_id          INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    tensor          TEXT NOT NULL,
+    "index"         INTEGER,
+    op_type         TEXT NOT NULL DEFAULT '',
+    max_abs_err     REAL,
+    cosine          REAL,
+    rel_l2          REAL,
+    sqnr_db         REAL,
+    zero_frac       REAL,
+    ref_zero_frac   REAL,
+    status          TEXT NOT NULL DEFAULT '',
+    origin          TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, tensor)
+);
+CREATE INDEX IF NOT EXISTS metrics_by_tensor ON tensor_metrics (tensor);
+CREATE TABLE IF NOT EXISTS findings (
+    run_id          INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    kind            TEXT NOT NULL,
+    tensor          TEXT NOT NULL DEFAULT '',
+    node            TEXT NOT NULL DEFAULT '',
+    op_type         TEXT NOT NULL DEFAULT '',
+    "index"         INTEGER,
+    severity        TEXT NOT NULL DEFAULT '',
+    message         TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS findings_by_run ON findings (run_id);
+"""
+
+RUN_FIELDS = ("data_dir", "samples", "status", "recommendation", "report_path", "qbench_version", "created_at")
+
+
+class ResultStore:
+    """``ResultStore(path)``: open (creating if needed) a results database."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise QbenchError(f"results store {self.path} is a folder; expected a SQLite file path")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(str(self.path))
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise QbenchError(f"{self.path} is not a qbench results store ({exc})") from None
+        if version > SCHEMA_VERSION:
+            self._conn.close()
+            raise QbenchError(f"{self.path} was written by a newer qbench (schema {version} > {SCHEMA_VERSION}); upgrade qbench")
+        if version < SCHEMA_VERSION:
+            self._create(version)
+
+    def _create(self, version: int) -> None:
+        if version == 0 and self._conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]:
+            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not {"runs", "tensor_metrics", "findings"} <= tables:
+                self._conn.close()
+                raise QbenchError(f"{self.path} is a SQLite file of another program (tables {sorted(tables)[:5]}), not a qbench store")
+        try:
+            with self._conn:
+                self._conn.executescript("BEGIN;" + SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+        except sqlite3.DatabaseError as exc:
+            raise QbenchError(f"cannot create the results store {self.path}: {exc}") from None
+
+    # -- writing ----------------------------------------------------------------------------------
+    def record_run(self, model_name: str, model_digest: str, candidate, **meta) -> int:
+        """Store one candidate's comparison; return the new run id. ``meta`` may set data_dir, samples,
+        status, recommendation, report_path, qbench_version, created_at; other keys go to meta_json."""
+        import qbench
+
+        df = candidate.tensors if candidate.tensors is not None else pd.DataFrame()
+        fields = {k: meta.pop(k) for k in RUN_FIELDS if k in meta}
+        statuses = df["status"].astype(str) if "status" in df else pd.Series([], dtype=str)
+        default_status = "problems" if statuses.isin(["zero", "nonfinite", "divergent"]).any() else "ok"
+        extra = {**(candidate.meta or {}), **meta}
+        run_row = (
+            str(fields.get("created_at") or _dt.datetime.now().astimezone().isoformat(timespec="seconds")),
+            str(model_name), str(model_digest or ""), str(candidate.precision),
+            str(fields.get("qbench_version") or qbench.__version__), str(fields.get("data_dir") or ""),
+            _int(fields.get("samples", _samples(df))), str(fields.get("status") or default_status),
+            str(fields.get("recommendation") or ""), str(fields.get("report_path") or ""),
+            _real(candidate.latency_ms), json.dumps(extra, default=str, allow_nan=False, sort_keys=True)
+            if _json_ok(extra) else json.dumps({k: str(v) for k, v in extra.items()}),
+        )
+        metric_rows = [
+            (str(r.get("tensor")), _int(r.get("index", i)), str(r.get("op_type") or ""), _real(r.get("max_abs_err")),
+             _real(r.get("cosine")), _real(r.get("rel_l2")), _real(r.get("sqnr_db")), _real(r.get("cand_zero_frac")),
+             _real(r.get("ref_zero_frac")), str(r.get("status") or ""), _text(r.get("origin")))
+            for i, r in enumerate(df.to_dict("records"))
+        ]
+        finding_rows = [
+            (str(f.get("kind", "")), _text(f.get("tensor")), _text(f.get("node")), _text(f.get("op_type")),
+             _int(f.get("index")), _text(f.get("severity")), _text(f.get("message")))
+            for f in (candidate.findings or [])
+        ]
+        try:
+            with self._conn:  # one transaction: commit on success, roll back on any exception
+                cur = self._conn.execute(
+                    "INSERT INTO runs (created_at, model_name, model_digest, precision, qbench_version, data_dir,"
+                    " samples, status, recommendation, report_path, latency_ms, meta_json)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", run_row)
+                run_id = cur.lastrowid
+                self._conn.executemany(
+                    'INSERT INTO tensor_metrics (run_id, tensor, "index", op_type, max_abs_err, cosine, rel_l2, sqnr_db,'
+                    " zero_frac, ref_zero_frac, status, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    ((run_id, *row) for row in metric_rows))
+                self._conn.executemany(
+                    'INSERT INTO findings (run_id, kind, tensor, node, op_type, "index", severity, message)'
+                    " VALUES (?,?,?,?,?,?,?,?)", ((run_id, *row) for row in finding_rows))
+        except sqlite3.IntegrityError as exc:
+            raise QbenchError(f"cannot record the {candidate.precision} run of {model_name}: {exc} "
+                              "(is a tensor listed twice?); nothing was stored") from None
+        except sqlite3.DatabaseError as exc:
+            raise QbenchError(f"cannot record the run in {self.path}: {exc}; nothing was stored") from None
+        return int(run_id)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def runs(self, model_name: str | None = None) -> pd.DataFrame:
+        sql = "SELECT * FROM runs"
+        params: tuple = ()
+        if model_name is not None:
+            sql += " WHERE model_name = ?"
+            params = (model_name,)
+        return pd.read_sql_query(sql + " ORDER BY created_at, id", self._conn, params=params)
+
+    def tensor_metrics(self, run_id: int) -> pd.DataFrame:
+        return pd.read_sql_query('SELECT * FROM tensor_metrics WHERE run_id = ? ORDER BY "index", tensor',
+                                 self._conn, params=(int(run_id),))
+
+    def findings(self, run_id: int) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM findings WHERE run_id = ? ORDER BY rowid", self._conn, params=(int(run_id),))
+
+    def tensor_history(self, model_name: str, tensor: str) -> pd.DataFrame:
+        """One row per run of ``model_name`` that compared ``tensor``, oldest first."""
+        return pd.read_sql_query(
+            "SELECT r.id AS run_id, r.created_at, r.precision, r.model_digest, m.\"index\", m.op_type, m.max_abs_err,"
+            " m.cosine, m.rel_l2, m.sqnr_db, m.zero_frac, m.ref_zero_frac, m.status, m.origin"
+            " FROM tensor_metrics m JOIN runs r ON r.id = m.run_id"
+            " WHERE r.model_name = ? AND m.tensor = ? ORDER BY r.created_at, r.id",
+            self._conn, params=(model_name, tensor))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _real(v) -> float | None:
+    """SQLite REAL; NaN is stored as NULL (unknown), infinities as they are (SQLite keeps them)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        if v is None:
+            return None
+        raise QbenchError(f"expected a number in the comparison, got {v!r}") from None
+    return None if math.isnan(f) else f
+
+
+def _int(v) -> int | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _text(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return str(v)
+
+
+def _samples(df: pd.DataFrame):
+    if "samples" in df and len(df):
+        s = pd.to_numeric(df["samples"], errors="coerce").dropna()
+        return int(s.max()) if len(s) else None
+    return None
+
+
+def _json_ok(d: dict) -> bool:
+    try:
+        json.dumps(d, default=str, allow_nan=False)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,84 @@
+"""The precision recommendation: lowest precision whose outputs pass, FP32 when none does."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qbench.advise import Thresholds, precision_rank, recommend
+from qbench.errors import QbenchError
+from qbench.report import CandidateResult
+from test_report_frames import real_candidates
+
+
+def _cand(precision, cosine, latency=None, nan=0, status=None, zero_frac=0.0):
+    frame = pd.DataFrame({
+        "index": [0, 1], "tensor": ["hidden", "out"], "is_output": [False, True],
+        "cosine": [0.2, cosine], "cand_nan": [0, nan], "cand_inf": [0, 0], "cand_zero_frac": [0.0, zero_frac],
+        "status": ["divergent", status or ("ok" if cosine >= 0.99 else "divergent")],
+    })
+    return CandidateResult(precision, frame, [], [], {}, latency)
+
+
+def test_real_frames_pick_the_lowest_precision_whose_outputs_pass(graph, small_dataset):
+    real = real_candidates(graph, small_dataset)
+    cands = [real["fp16"], real["int8"]]
+    rec = recommend(cands)
+    passing = []
+    for c in cands:
+        out = c.tensors[c.tensors["is_output"]]
+        if out["cosine_min"].min() >= 0.99 and not (out["cand_nan"] + out["cand_inf"]).any() and (out["status"] != "zero").all():
+            passing.append(c.precision)
+    expected = min(passing, key=precision_rank) if passing else "fp32"
+    assert rec.precision == expected
+    assert list(rec.table["precision"]) == ["int8", "fp16"]  # table in precision order, lowest first
+    row = rec.table.set_index("precision").loc["int8"]
+    out = real["int8"].tensors[real["int8"].tensors["is_output"]]
+    assert math.isclose(row["output_cosine_min"], out["cosine_min"].min())
+    assert row["problem_tensors"] == int((real["int8"].tensors["status"] != "ok").sum())
+
+
+def test_nothing_passes_keeps_fp32_and_says_why():
+    rec = recommend([_cand("int8", 0.5), _cand("fp16", 0.9)])
+    assert rec.precision == "fp32"
+    assert "0.5000 < 0.99" in rec.reason and "0.9000 < 0.99" in rec.reason
+    assert set(rec.table["verdict"]) == {"fail"}
+
+
+def test_thresholds_are_configurable():
+    cands = [_cand("int8", 0.97), _cand("fp16", 0.999)]
+    assert recommend(cands).precision == "fp16"
+    assert recommend(cands, {"min_cosine": 0.95}).precision == "int8"
+    assert recommend(cands, Thresholds(min_cosine=0.9999)).precision == "fp32"
+    with pytest.raises(QbenchError, match="unknown threshold"):
+        recommend(cands, {"min_cos": 0.9})
+
+
+def test_nan_and_all_zero_outputs_fail_even_with_a_good_cosine():
+    rec = recommend([_cand("int8", 0.999, nan=3), _cand("fp16", 0.999, status="zero", zero_frac=1.0), _cand("fp32", 1.0)])
+    verdicts = dict(zip(rec.table["precision"], rec.table["verdict"]))
+    assert verdicts == {"int8": "fail", "fp16": "fail", "fp32": "pass"}
+    assert rec.precision == "fp32"
+    assert recommend([_cand("int8", 0.999, nan=3)], {"allow_nonfinite": True}).precision == "int8"
+
+
+def test_latency_gives_the_speed_up_and_a_clearly_faster_precision_wins():
+    rec = recommend([_cand("fp32", 1.0, latency=9.0), _cand("int8", 0.995, latency=3.0), _cand("fp16", 0.999, latency=4.5)])
+    assert rec.precision == "int8"
+    assert f"{9.0 / 3.0:.2f}×" in rec.reason
+    # INT8 slower than FP16 (reformat layers): FP16 is the better deployment choice
+    rec = recommend([_cand("int8", 0.995, latency=6.0), _cand("fp16", 0.999, latency=4.0)])
+    assert rec.precision == "fp16" and "faster" in rec.reason
+
+
+def test_precision_order_and_edge_cases():
+    assert precision_rank("int8") < precision_rank("int8+fp16 fallback") < precision_rank("fp16") < precision_rank("fp32")
+    rec = recommend([])
+    assert rec.precision == "fp32" and rec.table.empty
+    no_outputs_marked = CandidateResult("int8", pd.DataFrame({"tensor": ["a", "b"], "cosine": [0.1, 0.999]}))
+    assert recommend([no_outputs_marked]).precision == "int8"  # the last tensor stands in for the output
+    nan_only = CandidateResult("int8", pd.DataFrame({"tensor": ["a"], "cosine": [np.nan]}))
+    assert recommend([nan_only]).precision == "fp32"
