@@ -189,3 +189,43 @@ def test_collector_ignores_tensors_it_was_not_asked_for():
     collector.add({"t": np.ones(4, np.float32), "other": np.ones(3, np.float32), "ints": np.ones(2, np.int64)}, 1)
     collector.close()
     assert collector.histograms["t"].total == 4 and set(collector.histograms) == {"t"}
+
+
+def test_nan_and_inf_are_counted_and_left_out_of_the_histogram():
+    # several kernel chunks (16384 values), one of them all NaN/Inf, others with a few; an Inf must
+    # neither grow the histogram nor land in a bin, a NaN never reaches the bin index
+    rng = np.random.default_rng(5)
+    first = rng.normal(size=70_000).astype(np.float32)
+    second = (rng.normal(size=70_000) * 3).astype(np.float32)
+    second[:5000] = 0.0
+    second[5000] = -0.0
+    dirty = [first.copy(), second.copy()]
+    dirty[0][[3, 20_000, 69_999]] = [np.nan, np.inf, -np.inf]
+    dirty[1][16_384:32_768] = np.where(np.arange(16_384) % 2, np.inf, np.nan)
+    dirty[1][[40_000, 50_000]] = [-np.inf, np.nan]
+    clean = [b[np.isfinite(b)] for b in dirty]
+    want, got = TensorHistogram("clean", num_bins=512), TensorHistogram("dirty", num_bins=512)
+    for c, d in zip(clean, dirty):
+        want.update(c)
+        got.update(d)
+    np.testing.assert_array_equal(got.counts, want.counts)
+    assert got.width == want.width and len(got.counts) > 512  # the second batch grew it
+    assert got.nonfinite == 3 + 16_384 + 2 and want.nonfinite == 0
+    assert got.total == want.total == sum(len(c) for c in clean)
+    assert got.zeros == want.zeros == sum(int((c == 0).sum()) for c in clean)
+    finite = np.concatenate(clean)
+    assert got.minimum == finite.min() and got.maximum == finite.max()
+    # and the clean histogram is numpy's: each batch binned with the bins it knew
+    width = want.width
+    idx = np.concatenate([np.minimum((np.abs(b).astype(np.float64) * (1.0 / width)).astype(np.int64), top - 1)
+                          for b, top in ((clean[0], 512), (clean[1], len(want.counts)))])
+    np.testing.assert_array_equal(want.counts, np.bincount(idx, minlength=len(want.counts)))
+
+
+def test_all_nonfinite_first_batch_waits_for_a_finite_one():
+    hist = TensorHistogram("t", num_bins=64)
+    hist.update(np.array([np.nan, np.inf, -np.inf] * 10_000, dtype=np.float32))
+    assert hist.counts is None and hist.nonfinite == 30_000 and hist.total == 0
+    x = np.linspace(-2, 3, 40_000, dtype=np.float32)
+    hist.update(x)
+    assert hist.counts.sum() == x.size and hist.minimum == -2 and hist.maximum == 3

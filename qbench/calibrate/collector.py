@@ -1,5 +1,6 @@
 """Run the model over the calibration batches with every float activation exposed, and fold each
-batch into per-tensor histograms at once, so memory stays that of one batch whatever the sample count.
+batch into per-tensor histograms while the next batch runs, so memory stays that of two batches
+whatever the sample count.
 """
 
 from __future__ import annotations
@@ -77,9 +78,6 @@ def collect(graph: ModelGraph, batches: Iterable[dict[str, np.ndarray]], *, num_
             for f in pending:
                 f.result()
             pending = collector.submit(outputs, n)
-            if os.environ.get("QB_SERIAL"):
-                for f in pending:
-                    f.result()
             del outputs
             if bar is not None:
                 bar.update(n)

@@ -10,8 +10,9 @@ zeros in its first batch waits for the first non-zero batch to fix its width (mo
 by zero).
 
 The per-element work runs in numba kernels that release the GIL, so several tensors are folded in
-parallel threads: one pass fuses min/max/zero counting with binning (each chunk is binned while it
-is still in cache), which is what keeps calibration close to the cost of the model run itself.
+parallel threads, and while ONNX Runtime computes the next batch. Each chunk is scanned and then binned
+while it is still in cache; the scan is branch-free integer work that vectorises, NaN/Inf only divert
+their own chunk to a careful scalar path, and the binning spreads its increments over 4 sub-histograms.
 """
 
 from __future__ import annotations

@@ -33,17 +33,53 @@ def _summary(cmp) -> str:
         lines.append("no culprit: every replayed node is clean on reference inputs (error accumulates across layers)")
     elif first:
         lines.append(f"culprit replay not done: {meta['replay'].get('reason', '')}")
+    if meta.get("source"):
+        lines.append(f"candidate data: {meta['source']}")
     return "\n".join(lines)
+
+
+def _layer_section(path: Path):
+    """The engine inspector table from trtexec --exportLayerInfo, read before the (slow) comparison
+    so that a bad file fails at once."""
+    from qbench.report import ExtraSection
+    from qbench.runners.imported import load_trtexec_layer_info
+
+    return ExtraSection("TensorRT engine layers", load_trtexec_layer_info(path),
+                        f"From {path.name} (trtexec --exportLayerInfo): one row per engine layer, with its output "
+                        "precision and the ONNX nodes fused into it.")
+
+
+def _write_report(out: Path, graph, cmp, label: str, *, model: Path, data, ranges=None, extras=()) -> Path:
+    """The same HTML/JSON/CSV report as ``qbench run``, for this one candidate."""
+    from qbench import __version__
+    from qbench.report import CandidateResult, write_report
+
+    meta = {"model": str(model), "model_digest": graph.digest, "data": str(data), "samples": cmp.meta["samples"],
+            "reference": f"{graph.name} FP32 in ONNX Runtime CPU", "candidate": cmp.meta.get("source", ""),
+            "qbench_version": __version__}
+    candidate = CandidateResult(label, cmp.tensors, cmp.findings, cmp.unmatched, dict(cmp.meta))
+    return write_report(out, graph.name, [candidate], ranges=ranges, meta=meta, extra_sections=extras)
 
 
 @click.command("compare")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
-              help="Data folder (images + manifest.json, or .npy/.npz). Default: the embedded calibration images.")
+              help="Data folder (images + manifest.json, or .npy/.npz). Default: the embedded calibration images. "
+                   "With --trt-outputs: the very inputs TensorRT ran on, in the same order.")
 @click.option("--candidate", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A second ONNX model to compare against MODEL, tensor by tensor under shared names.")
 @click.option("--precision", type=click.Choice(["int8", "fp16"]), default=None,
               help="Compare MODEL against its own simulated INT8 or FP16 version.")
+@click.option("--trt-outputs", "trt_outputs", type=click.Path(path_type=Path), multiple=True,
+              help="TensorRT results made elsewhere: trtexec --exportOutput JSON (one file per sample, repeat the "
+                   "option or give a folder) or one Polygraphy --save-outputs JSON. Needs --data.")
+@click.option("--trt-runner", default=None, help="Which runner of a Polygraphy file to import (default: the TensorRT one).")
+@click.option("--engine", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A serialized TensorRT engine to run here (needs TensorRT and a GPU).")
+@click.option("--capture", type=click.Choice(["none", "debug", "unfused", "outputs"]), default="none", show_default=True,
+              help="With --engine: how the engine exposes inner tensors (see docs/TENSORRT.md).")
+@click.option("--layer-info", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="trtexec --exportLayerInfo JSON: adds the engine's layer table (precision, fusions) to the report.")
 @click.option("--ranges", "ranges_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="INT8 ranges: a TensorRT calibration cache or qbench ranges JSON.")
 @click.option("--method", default=None, help="Calibrate INT8 ranges on --data with this method (default: entropy) when no --ranges.")
@@ -54,19 +90,25 @@ def _summary(cmp) -> str:
 @click.option("--max-replay", type=int, default=20, show_default=True, help="Replay at most N flagged nodes alone to find culprits.")
 @click.option("--no-replay", is_flag=True, help="Skip the culprit replay.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder for tensors.csv and comparison.json. Default: reports/compare-<model>-<candidate>.")
+              help="Folder for the report (index.html, results.json, CSVs), tensors.csv and comparison.json. "
+                   "Default: reports/compare-<model>-<candidate>.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def compare_command(model, data_dir, candidate, precision, ranges_path, method, keep_float, limit, min_cosine, max_rel_l2,
-                    max_replay, no_replay, out_dir, quiet):
+def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runner, engine, capture, layer_info, ranges_path,
+                    method, keep_float, limit, min_cosine, max_rel_l2, max_replay, no_replay, out_dir, quiet):
     """Compare MODEL (FP32 reference) layer by layer with a candidate: find zero outputs, NaN/Inf and
-    divergence, the first tensor where a problem appears, and the nodes that introduce it."""
-    from qbench.compare import Thresholds, compare_models, compare_precision
+    divergence, the first tensor where a problem appears, and the nodes that introduce it. Writes the
+    HTML report and prints its path as the last line."""
+    from qbench.compare import Thresholds
+    from qbench.compare.entry import compare_engine, compare_imported, compare_models, compare_precision, load_trt_results
     from qbench.data import load_dataset
     from qbench.defaults import DEFAULT_DATA, DEFAULT_REPORTS
     from qbench.model import ModelGraph
 
-    if (candidate is None) == (precision is None):
-        raise QbenchError("give exactly one of --candidate OTHER.onnx or --precision int8|fp16")
+    given = [flag for flag, v in (("--candidate", candidate), ("--precision", precision), ("--trt-outputs", trt_outputs),
+                                  ("--engine", engine)) if v]
+    if len(given) != 1:
+        raise QbenchError("give exactly one of --candidate OTHER.onnx, --precision int8|fp16, --trt-outputs FILE "
+                          f"or --engine FILE{f' (got {len(given)}: ' + ', '.join(given) + ')' if given else ''}")
     if precision != "int8" and (ranges_path or method):
         raise QbenchError("--ranges and --method only apply to --precision int8")
     if ranges_path and method:
@@ -75,18 +117,35 @@ def compare_command(model, data_dir, candidate, precision, ranges_path, method, 
         raise QbenchError(f"--limit must be at least 1, not {limit}")
     if keep_float and precision is None:
         raise QbenchError("--keep-float only applies to --precision")
+    if trt_outputs and data_dir is None:
+        # imported results belong to specific inputs; the embedded images would compare nonsense
+        raise QbenchError("--trt-outputs needs --data: the same inputs (e.g. .npy/.npz), in the same order, that TensorRT ran on")
+    if trt_runner and not trt_outputs:
+        raise QbenchError("--trt-runner only applies to --trt-outputs")
+    if capture != "none" and engine is None:
+        raise QbenchError("--capture only applies to --engine")
     defaults = Thresholds()
     th = Thresholds(min_cosine if min_cosine is not None else defaults.min_cosine,
                     max_rel_l2 if max_rel_l2 is not None else defaults.max_rel_l2)
     if not (-1.0 <= th.min_cosine <= 1.0) or th.max_rel_l2 < 0 or math.isnan(th.max_rel_l2):
         raise QbenchError("--min-cosine must lie in [-1, 1] and --max-rel-l2 must be non-negative")
 
+    extras = [_layer_section(layer_info)] if layer_info is not None else []
     graph = ModelGraph.from_path(model)
-    dataset = load_dataset(data_dir or DEFAULT_DATA, graph.inputs)
+    data = data_dir or DEFAULT_DATA
+    dataset = load_dataset(data, graph.inputs)
     common = dict(limit=limit, thresholds=th, replay=not no_replay, max_replay=max_replay, progress=not quiet)
+    ranges = None
     if candidate is not None:
         cmp = compare_models(graph, ModelGraph.from_path(candidate), dataset, **common)
         label = Path(candidate).stem
+    elif trt_outputs:
+        runner, kind = load_trt_results(list(trt_outputs), runner=trt_runner)
+        cmp = compare_imported(graph, runner, dataset, kind=kind, **common)
+        label = f"tensorrt-{kind}"
+    elif engine is not None:
+        cmp = compare_engine(graph, engine, dataset, capture=capture, **common)
+        label = "tensorrt-engine"
     elif precision == "int8":
         from qbench.ranges import Ranges
 
@@ -103,8 +162,10 @@ def compare_command(model, data_dir, candidate, precision, ranges_path, method, 
         label = "fp16"
     out = out_dir or DEFAULT_REPORTS / f"compare-{graph.name}-{label}"
     paths = cmp.save(out)
+    report = _write_report(out, graph, cmp, label, model=model, data=data, ranges=ranges, extras=extras)
     click.echo(_summary(cmp))
-    click.echo(f"wrote {paths['tensors']} and {paths['comparison']}")
+    click.echo(f"wrote {paths['tensors']}, {paths['comparison']} and {report.parent / 'results.json'}")
+    click.echo(str(report))  # the last line on stdout is the report, for scripts (as qbench run)
 
 
 COMMANDS = [compare_command]

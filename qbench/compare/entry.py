@@ -1,7 +1,13 @@
-"""Ready-made comparisons: the FP32 model against its own simulated precision, or against another
-ONNX file. They only build runners and hand them to ``compare_runs``."""
+"""Ready-made comparisons of the FP32 model against: its own simulated precision, another ONNX file,
+TensorRT results imported from trtexec/Polygraphy files, or a TensorRT engine. They only build
+runners, hand them to ``compare_runs`` and label where the candidate's numbers came from."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
 
 from qbench.compare.comparator import compare_runs
 from qbench.compare.result import Comparison
@@ -29,9 +35,11 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
     # ORT would fuse Q/DQ into its own int8 kernels, which refuse extreme scales (a planted or broken
     # range); unoptimised, the model computes exactly the DQ(Q(x)) values the convention promises
     candidate = OrtRunner(sim.model, name=f"{precision} (simulated)", capture=names, optimize=False)
-    return compare_runs(graph, reference, candidate, dataset, candidate_model=sim.model, precision=precision,
-                        ranges=ranges if precision == "int8" else None,
-                        quantized=list(sim.quantized) + list(sim.quantized_inputs) if precision == "int8" else None, **kwargs)
+    cmp = compare_runs(graph, reference, candidate, dataset, candidate_model=sim.model, precision=precision,
+                       ranges=ranges if precision == "int8" else None,
+                       quantized=list(sim.quantized) + list(sim.quantized_inputs) if precision == "int8" else None, **kwargs)
+    how = "INT8 (Q/DQ)" if precision == "int8" else "FP16"
+    return _describe(cmp, f"ONNX Runtime CPU simulation of {how} (not TensorRT)", simulated=True)
 
 
 def compare_models(graph: ModelGraph, candidate: ModelGraph, dataset, **kwargs) -> Comparison:
@@ -43,4 +51,166 @@ def compare_models(graph: ModelGraph, candidate: ModelGraph, dataset, **kwargs) 
     present = {t.name for t in candidate.tensors} | {i.name for i in candidate.inputs}
     reference = OrtRunner(graph, name=graph.name)
     cand = OrtRunner(candidate, name=f"{candidate.name} (candidate)", capture=[n for n in names if n in present], optimize=False)
-    return compare_runs(graph, reference, cand, dataset, candidate_model=candidate.model, **kwargs)
+    cmp = compare_runs(graph, reference, cand, dataset, candidate_model=candidate.model, **kwargs)
+    # run by ONNX Runtime on the CPU: the report's "not TensorRT" banner applies
+    return _describe(cmp, f"another ONNX model ({candidate.name}) run in ONNX Runtime CPU (not TensorRT)", simulated=True)
+
+
+# -- sources ------------------------------------------------------------------------------------
+# Each comparison says in meta["source"] what produced the candidate's numbers: the report's
+# "simulation, not TensorRT" banner is decided from it, and a wrong banner would mislead.
+def _describe(cmp: Comparison, source: str, simulated: bool, capture_mode: str = "") -> Comparison:
+    cmp.meta["source"] = source
+    cmp.meta["simulated"] = simulated
+    if capture_mode:
+        cmp.meta["capture_mode"] = capture_mode
+    return cmp
+
+
+def _no_replay(cmp: Comparison, why: str) -> Comparison:
+    """Replay needs a candidate model to cut single nodes out of; TensorRT results have none. Say so
+    in the meta and the findings instead of leaving the user to wonder where the culprits went."""
+    cmp.meta["replay"] = {"done": False, "reason": why}
+    cmp.findings.append({"kind": "replay_unavailable", "tensor": None, "node": None, "op_type": None, "index": None,
+                         "severity": "info", "message": f"culprit replay not possible: {why}"})
+    return cmp
+
+
+def _renamed_unmatched(cmp: Comparison, reason: str) -> Comparison:
+    """The comparator's generic "not captured by candidate" becomes the TensorRT-specific why."""
+    cmp.unmatched = [(t, reason if r.startswith("not captured by candidate") else r) for t, r in cmp.unmatched]
+    return cmp
+
+
+# -- TensorRT results made elsewhere ----------------------------------------------------------------
+TRT_UNMATCHED = "not in the TensorRT results (fused away or not marked as output)"
+IMPORTED_NO_REPLAY = ("imported TensorRT results hold values only, no model to replay single nodes in "
+                      "(compare with --precision int8 to locate culprits in a simulation)")
+
+
+def _natural_key(path: Path):
+    # outputs.sample2.json before outputs.sample10.json: sample order must be the order TensorRT ran
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.name)]
+
+
+def _json_kind(path: Path) -> str:
+    """'trtexec' (a JSON list) or 'polygraphy' (a JSON object), from the first non-blank character."""
+    if not path.is_file():
+        raise QbenchError(f"TensorRT results file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip()
+    if head.startswith(b"["):
+        return "trtexec"
+    if head.startswith(b"{"):
+        return "polygraphy"
+    raise QbenchError(f"{path}: not trtexec --exportOutput JSON (a list) nor Polygraphy --save-outputs JSON (an object)")
+
+
+def load_trt_results(paths, runner: str | None = None):
+    """An ImportedRunner from trtexec ``--exportOutput`` files (one per sample, or a folder of them)
+    or one Polygraphy ``--save-outputs`` file; returns (runner, kind)."""
+    from qbench.runners.imported import ImportedRunner
+
+    paths = [Path(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
+    if len(paths) == 1 and paths[0].is_dir():
+        folder = paths[0]
+        paths = sorted(folder.glob("*.json"), key=_natural_key)
+        if not paths:
+            raise QbenchError(f"no trtexec --exportOutput .json files in {folder}")
+    kinds = {_json_kind(p) for p in paths}
+    if kinds == {"trtexec"}:
+        if runner:
+            raise QbenchError("--trt-runner only applies to a Polygraphy --save-outputs file")
+        return ImportedRunner.from_trtexec(paths), "trtexec"
+    if len(paths) != 1:
+        raise QbenchError("give one Polygraphy --save-outputs file (it holds every sample), or trtexec files only")
+    return ImportedRunner.from_polygraphy(paths[0], runner=runner), "polygraphy"
+
+
+class _Recorder:
+    """The reference runner, remembering its last sample's shapes so the imported results can be
+    checked against them (the shapes depend on the --data input, so they are known only per run)."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.name = runner.name
+        self.shapes: dict[str, tuple] = {}
+
+    def run(self, feed):
+        out = self.runner.run(feed)
+        self.shapes = {k: tuple(np.shape(v)) for k, v in out.items()}
+        return out
+
+
+class _CheckedImport:
+    """The imported results, refused sample by sample where a shape disagrees with the model's
+    (a wrong --data folder or another model): a mismatch here is a user error, not a finding."""
+
+    def __init__(self, runner, reference: _Recorder, source: str, model: str):
+        self.runner, self.reference, self.source, self.model = runner, reference, source, model
+        self.name = runner.name
+        self.index = 0
+
+    def run(self, feed):
+        out = self.runner.run(feed)
+        for name, arr in out.items():
+            want = self.reference.shapes.get(name)
+            if want is not None and tuple(np.shape(arr)) != want:
+                raise QbenchError(f"{self.source}: sample {self.index}: {name!r} has shape {tuple(np.shape(arr))} but {self.model} "
+                                  f"gives {want} on the --data sample; pass the inputs TensorRT ran on")
+        self.index += 1
+        return out
+
+
+def compare_imported(graph: ModelGraph, runner, dataset, *, kind: str = "trtexec", limit: int | None = None,
+                     **kwargs) -> Comparison:
+    """FP32 ``graph`` vs TensorRT results computed elsewhere (an ImportedRunner), sample i of
+    ``dataset`` against imported sample i. The dataset must be the inputs that produced them."""
+    from qbench.runners import OrtRunner
+
+    source = runner.source or runner.name
+    n_data = len(dataset)
+    if len(runner) != n_data:
+        raise QbenchError(f"{source} holds {len(runner)} sample(s) but --data has {n_data}: pass the same inputs, "
+                          "in the same order, that TensorRT ran on")
+    known = {t.name for t in graph.tensors} | {i.name for i in graph.inputs}
+    unknown = sorted({n for s in runner.samples for n in s} - known)
+    if unknown:
+        raise QbenchError(f"{source}: tensor(s) {unknown[:3]} are not in {graph.name} (the results must come from "
+                          "this model and use its ONNX tensor names)")
+    kwargs.pop("replay", None)
+    reference = _Recorder(OrtRunner(graph, name=graph.name))
+    cand = _CheckedImport(runner, reference, source, graph.name)
+    cmp = compare_runs(graph, reference, cand, dataset, limit=limit, replay=False, **kwargs)
+    tool = "trtexec --exportOutput" if kind == "trtexec" else "Polygraphy --save-outputs"
+    _describe(cmp, f"imported TensorRT results ({tool}: {source})", simulated=False)
+    cmp.meta["imported_samples"] = len(runner)
+    return _no_replay(_renamed_unmatched(cmp, TRT_UNMATCHED), IMPORTED_NO_REPLAY)
+
+
+CAPTURE_MODES = ("none", "debug", "unfused", "outputs")
+
+
+def compare_engine(graph: ModelGraph, engine, dataset, *, capture: str = "none", **kwargs) -> Comparison:
+    """FP32 ``graph`` vs a serialized TensorRT engine run here (needs TensorRT and a GPU).
+    ``capture``: how the engine was built to expose tensors (docs/TENSORRT.md); "outputs" means
+    every tensor was marked as an output, which the runner reads like any output."""
+    from qbench.runners import OrtRunner
+    from qbench.tensorrt.runner import TrtRunner
+
+    if capture not in CAPTURE_MODES:
+        raise QbenchError(f"capture mode must be one of {', '.join(CAPTURE_MODES)}, not {capture!r}")
+    path = Path(engine)
+    if not path.is_file():
+        raise QbenchError(f"engine file not found: {path}")
+    trt = TrtRunner(path, name=f"tensorrt ({path.name})", capture="none" if capture == "outputs" else capture)
+    kwargs.pop("replay", None)
+    try:
+        cmp = compare_runs(graph, OrtRunner(graph, name=graph.name), trt, dataset, replay=False, **kwargs)
+    finally:
+        trt.close()
+    _describe(cmp, f"TensorRT engine {path.name} run here, capture mode {capture}", simulated=False, capture_mode=capture)
+    why = ("only the engine's outputs were captured" if capture == "none"
+           else "TensorRT names or fuses tensors" if capture == "unfused" else "marked tensors can change fusions")
+    _renamed_unmatched(cmp, f"not in the TensorRT engine's captured tensors ({why})")
+    return _no_replay(cmp, "a TensorRT engine cannot run single nodes; use --precision int8 to locate culprits in a simulation")

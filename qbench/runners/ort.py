@@ -30,10 +30,11 @@ class OrtRunner:
     """Runs a model in ONNX Runtime, optionally capturing intermediate tensors.
 
     ``capture``: "all" for every float activation, a list of tensor names, or None for outputs only.
+    ``spinning``: let ORT's thread pool spin-wait for work (off: idle threads yield the CPU).
     """
 
     def __init__(self, model: onnx.ModelProto | ModelGraph, name: str = "onnxruntime-fp32", capture="all",
-                 optimize: bool = True, threads: int | None = None):
+                 optimize: bool = True, threads: int | None = None, spinning: bool = False):
         import onnxruntime as ort
 
         graph = model if isinstance(model, ModelGraph) else ModelGraph(model)
@@ -53,6 +54,10 @@ class OrtRunner:
         )
         if threads:
             options.intra_op_num_threads = threads
+        if not spinning:
+            # ORT's pool threads otherwise spin-wait between (and after) runs, burning the cores
+            # that the caller's own work (the comparator's metrics, on another thread) needs
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
