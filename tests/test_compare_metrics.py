@@ -110,6 +110,59 @@ def test_fused_int8_counts_match_simulate_int8_stats(graph, small_dataset):
             assert (zero_code / nonzero if nonzero else 0.0) == pytest.approx(want["int8_zero_frac"], abs=1e-12), name
 
 
+def test_fused_fp16_counts_match_simulate_fp16_stats(graph, small_dataset):
+    from qbench.compare.kernels import FP16_FLUSH_AT, FP16_OVERFLOW_AT, fp16_counts
+    from qbench.runners import OrtRunner
+    from qbench.simulate import fp16_stats
+
+    def check(x, label):
+        want = fp16_stats(x)
+        got = fp16_counts(x, FP16_OVERFLOW_AT, FP16_FLUSH_AT)
+        assert got == (want["fp16_overflow"], want["fp16_nan"], want["fp16_flushed"]), label
+
+    values = OrtRunner(graph, capture=[t.name for t in graph.float_tensors[::40]]).run(small_dataset.sample(0))
+    seen = np.zeros(3, np.int64)
+    for name, x in values.items():
+        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+        check(x, name)
+        # the same activations scaled into the overflow and the flush-to-zero ranges, with NaN/Inf
+        for scale in (1e5, 3e-8, 1e-9):
+            y = x * np.float32(scale)
+            y[:3] = (np.nan, np.inf, -np.inf)
+            check(y, f"{name} x {scale}")
+            seen += fp16_counts(y, FP16_OVERFLOW_AT, FP16_FLUSH_AT)
+    assert (seen > 0).all()  # every counter was exercised, not only zeros compared with zeros
+    # every float32 bit pattern around the rounding boundaries (ties to even), both signs
+    bits = [np.arange(b - 4096, b + 4096, dtype=np.uint32) for b in (np.float32(65520).view(np.uint32),
+                                                                       np.float32(2.0 ** -25).view(np.uint32))]
+    edges = np.concatenate(bits).view(np.float32)
+    edges = np.concatenate([edges, -edges, np.array([0.0, -0.0, 1e-45, np.nan, np.inf, 65504, 3.4e38], np.float32)])
+    check(edges, "boundaries")
+    assert fp16_counts(edges, FP16_OVERFLOW_AT, FP16_FLUSH_AT)[2] > 0
+
+
+def test_fp16_comparison_statistics_equal_the_definition(graph, small_dataset):
+    from qbench.compare import compare_precision
+    from qbench.runners import OrtRunner
+    from qbench.simulate import fp16_stats
+
+    cmp = compare_precision(graph, small_dataset, "fp16", limit=2, replay=False, progress=False)
+    frame = cmp.tensors.set_index("tensor")
+    names = list(frame.index[::25])
+    runner = OrtRunner(graph, name="fp32")  # the comparison's reference, capturing all as it does
+    want = {n: {"fp16_overflow": 0, "fp16_nan": 0, "fp16_flushed": 0} for n in names}
+    for i in range(2):
+        values = runner.run(small_dataset.sample(i))
+        for n in names:
+            for k, v in fp16_stats(values[n]).items():
+                want[n][k] += v
+    for n in names:
+        assert {k: int(frame.loc[n, k]) for k in want[n]} == want[n], n
+    # folded on a background thread, the samples still arrive whole and in order
+    assert cmp.meta["samples"] == 2 and list(cmp.per_sample["sample"]) == [0] * len(frame) + [1] * len(frame)
+    assert (frame["samples"] == 2).all()
+
+
 def test_status_rules():
     th = Thresholds(min_cosine=0.9, max_rel_l2=0.5)
     r = np.linspace(-1, 1, 101, dtype=np.float32)

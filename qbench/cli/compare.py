@@ -57,8 +57,15 @@ def _write_report(out: Path, graph, cmp, label: str, *, model: Path, data, range
     meta = {"model": str(model), "model_digest": graph.digest, "data": str(data), "samples": cmp.meta["samples"],
             "reference": f"{graph.name} FP32 in ONNX Runtime CPU", "candidate": cmp.meta.get("source", ""),
             "qbench_version": __version__}
+    from qbench.store import ResultStore
+
     candidate = CandidateResult(label, cmp.tensors, cmp.findings, cmp.unmatched, dict(cmp.meta))
-    return write_report(out, graph.name, [candidate], ranges=ranges, meta=meta, extra_sections=extras)
+    report = write_report(out, graph.name, [candidate], ranges=ranges, meta=meta, extra_sections=extras)
+    # the same history as qbench run: reports/qbench.sqlite beside the report folders
+    with ResultStore(out.parent / "qbench.sqlite") as store:
+        store.record_run(graph.name, graph.digest, candidate, data_dir=str(data), samples=cmp.meta["samples"],
+                         report_path=str(report))
+    return report
 
 
 @click.command("compare")
