@@ -7,6 +7,7 @@ the one place that computes that order and knows which node produces which tenso
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,8 @@ import onnx
 from onnx import numpy_helper
 
 from qbench.errors import QbenchError
+
+log = logging.getLogger("qbench")
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
@@ -59,7 +62,9 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise QbenchError(f"{p} fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+        # exporters often leave small spec violations (an output without a shape) that ONNX Runtime
+        # and TensorRT accept; refuse only what ONNX Runtime refuses (the runner says so in one line)
+        log.warning("qbench: warning: %s does not pass the ONNX checker: %s", p, str(exc).splitlines()[0])
     return model
 
 

@@ -111,3 +111,25 @@ def _write(path: Path, data: bytes) -> Path:
 def _mkdir(path: Path) -> Path:
     path.mkdir()
     return path
+
+
+def test_model_with_several_outputs(tmp_path, model_path, small_data_dir, graph):
+    """A detector with several heads: every output is compared, judged and reported as an output."""
+    import onnx
+
+    from qbench.pipeline import RunConfig, run_pipeline
+
+    model = onnx.load(str(model_path))
+    extra = graph.tensors[len(graph.tensors) // 2].name
+    model.graph.output.append(onnx.helper.make_tensor_value_info(extra, onnx.TensorProto.FLOAT, None))
+    two_heads = tmp_path / "two_heads.onnx"
+    onnx.save(model, str(two_heads))
+    outcome = run_pipeline(RunConfig(model=two_heads, data=small_data_dir, out=tmp_path / "rep", compare_limit=1,
+                                     calib_limit=2, progress=False), echo=lambda _: None)
+    for precision, comparison in outcome.comparisons.items():
+        outputs = comparison.tensors[comparison.tensors["is_output"]]
+        assert set(outputs["tensor"]) == {extra, "sigmoid_0.tmp_0"}, precision
+    table = outcome.recommendation.table
+    assert len(table) == 2
+    results = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert extra in json.dumps(results["candidates"])

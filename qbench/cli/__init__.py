@@ -7,6 +7,7 @@ line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import click
@@ -44,6 +45,8 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    # library warnings (e.g. a model that fails the ONNX checker) are whole sentences already
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         cli.main(args=argv, prog_name="qbench", standalone_mode=False)
     except QbenchError as exc:
