@@ -75,15 +75,21 @@ def test_nan_and_inf_are_counted_and_excluded_from_errors(pair):
     assert status_of({**s, **m}, Thresholds()) == "nonfinite"
 
 
-def test_block_wise_sums_equal_whole_array_sums(pair):
+def test_fused_sums_equal_the_exact_float64_definition(pair):
+    from qbench.compare.metrics import _slow_sums
+
     r, c = pair
+    fast = pair_sums(r, c)
+    exact = _slow_sums(r.reshape(-1), c.reshape(-1))  # masked float64 numpy: the definition
+    for key in ("n", "n_finite", "ref_zeros", "cand_zeros", "ref_min", "ref_max", "cand_min", "cand_max"):
+        assert fast[key] == exact[key], key
+    assert fast["max_abs_err"] == pytest.approx(exact["max_abs_err"], rel=1e-7)  # float32 of the float64 |d|
+    for key in ("ss_err", "ss_ref", "ss_cand", "dot", "sum_abs_err"):
+        assert fast[key] == pytest.approx(exact[key], rel=1e-9), key
     c = c.copy()
-    c.flat[5000] = np.nan  # one block takes the slow path, the others the fast one
-    whole = pair_sums(r, c, block=r.size)
-    blocked = pair_sums(r, c, block=1000)
-    assert blocked["n"] == whole["n"] and blocked["cand_nan"] == whole["cand_nan"] == 1
-    for key in ("ss_err", "ss_ref", "ss_cand", "dot", "sum_abs_err", "max_abs_err", "ref_zeros", "cand_zeros", "ref_min", "cand_max"):
-        assert blocked[key] == pytest.approx(whole[key], rel=1e-5), key
+    c.flat[5000] = np.nan  # one NaN anywhere sends the pair to the exact path
+    with_nan = pair_sums(r, c)
+    assert with_nan["cand_nan"] == 1 and with_nan["n_finite"] == r.size - 1
 
 
 def test_tiny_values_do_not_underflow_into_false_zeros():

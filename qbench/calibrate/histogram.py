@@ -23,87 +23,11 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from qbench.float_bits import ABS, INF, float_stats, scan_bits, stats_careful, unkey
+
 NUM_BINS = 2048  # TensorRT / modelopt default
 MAX_BINS = 8192  # merge pairs past this: bounds memory and the O(bins * 128) entropy search
 _CHUNK = 16384  # elements binned right after their max is known, while still in L1/L2
-
-
-_ABS = np.int32(0x7FFFFFFF)  # float32 bits without the sign
-_INF = np.int32(0x7F800000)  # |bits| >= this: Inf or NaN
-
-
-@numba.njit(nogil=True, cache=True)
-def _scan(b):
-    """Over float32 bit patterns ``b``: order keys of min and max, max |bits|, number of (+-)zeros.
-
-    Integer-only on purpose: integer min/max/compare reductions vectorise without fast-math, whereas
-    float min/max with NaN semantics do not; a NaN or Inf shows up as ``top >= _INF`` and the caller
-    then takes the careful path, so no NaN ever reaches an index computation."""
-    klo = np.int32(0x7FFFFFFF)
-    khi = np.int32(-0x80000000)
-    top = np.int32(0)
-    zeros = np.int32(0)
-    for k in range(b.size):
-        v = b[k]
-        key = v ^ ((v >> 31) & _ABS)  # ordered like the float values (-0.0 just below +0.0)
-        klo = klo if klo < key else key
-        khi = khi if khi > key else key
-        a = v & _ABS
-        top = top if top > a else a
-        zeros += np.int32(a == 0)
-    return klo, khi, top, zeros
-
-
-@numba.njit(nogil=True, cache=True)
-def _unkey(key):
-    bits = np.empty(1, dtype=np.int32)
-    bits[0] = key ^ ((key >> 31) & _ABS)
-    return bits.view(np.float32)[0]
-
-
-@numba.njit(nogil=True, cache=True)
-def _stats_careful(x):
-    lo = np.float32(np.inf)
-    hi = np.float32(-np.inf)
-    zeros = 0
-    nonfinite = 0
-    for k in range(x.size):
-        v = x[k]
-        if not np.isfinite(v):
-            nonfinite += 1
-            continue
-        if v < lo:
-            lo = v
-        if v > hi:
-            hi = v
-        if v == 0.0:
-            zeros += 1
-    return lo, hi, zeros, nonfinite
-
-
-@numba.njit(nogil=True, cache=True)
-def _stats(x):
-    """min, max, number of exact zeros, number of NaN/Inf (ignored everywhere else)."""
-    lo = np.float32(np.inf)
-    hi = np.float32(-np.inf)
-    zeros = 0
-    nonfinite = 0
-    bits = x.view(np.int32)
-    for start in range(0, x.size, _CHUNK):
-        stop = min(start + _CHUNK, x.size)
-        klo, khi, top, z = _scan(bits[start:stop])
-        if top >= _INF:
-            l, h, z, nf = _stats_careful(x[start:stop])
-            nonfinite += nf
-        else:
-            l = _unkey(klo)
-            h = _unkey(khi)
-        if l < lo:
-            lo = l
-        if h > hi:
-            hi = h
-        zeros += z
-    return lo, hi, zeros, nonfinite
 
 
 @numba.njit(nogil=True, cache=True)
@@ -136,14 +60,14 @@ def _fold(x, counts, width):
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
         y = x[start:stop]
-        klo, khi, top, z = _scan(bits[start:stop])
-        finite = top < _INF
+        klo, khi, top, z = scan_bits(bits[start:stop])
+        finite = top < INF
         if finite:
-            clo = _unkey(klo)
-            chi = _unkey(khi)
+            clo = unkey(klo)
+            chi = unkey(khi)
             amax = max(-clo, chi)
         else:
-            clo, chi, z, nf = _stats_careful(y)
+            clo, chi, z, nf = stats_careful(y)
             nonfinite += nf
             amax = max(-clo, chi) if nf < y.size else np.float32(0.0)
         if clo < lo:
@@ -237,7 +161,7 @@ class TensorHistogram:
         self.batches += 1
         self.samples += samples
         if self.counts is None:
-            lo, hi, zeros, nonfinite = _stats(x)
+            lo, hi, zeros, nonfinite = float_stats(x)
             finite = x.size - nonfinite
             self._note(lo, hi, zeros, nonfinite, finite)
             top = max(abs(lo), abs(hi)) if finite else 0.0

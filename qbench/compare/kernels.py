@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from qbench.float_bits import CHUNK, INF, scan_bits, unkey
+
 _FLAGS = {"reassoc", "contract"}  # not "nnan"/"ninf": non-finite values must still propagate
 
 
@@ -53,3 +55,85 @@ def fp16_counts(x, overflow_at, flush_at):
         nan += v != v
         flushed += (mag <= flush_at) and (v != 0)
     return overflow, nan, flushed
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FLAGS)
+def _chunk_sums(r, c, absdiff):
+    """Error sums of one finite chunk in float64 (no overflow of squares, no underflow of tiny
+    values), and |c - r| into ``absdiff`` for the integer max that follows."""
+    dot = 0.0
+    ss_ref = 0.0
+    ss_cand = 0.0
+    ss_err = 0.0
+    sum_abs = 0.0
+    for k in range(r.size):
+        a = np.float64(r[k])
+        b = np.float64(c[k])
+        d = b - a
+        dot += a * b
+        ss_ref += a * a
+        ss_cand += b * b
+        ss_err += d * d
+        ad = abs(d)
+        sum_abs += ad
+        absdiff[k] = np.float32(ad)
+    return dot, ss_ref, ss_cand, ss_err, sum_abs
+
+
+@numba.njit(nogil=True, cache=True)
+def _max_bits(b):
+    top = np.int32(0)
+    for k in range(b.size):
+        v = b[k]
+        top = top if top > v else v
+    return top
+
+
+@numba.njit(nogil=True, cache=True)
+def pair_stats(r, c):
+    """Every additive statistic of one reference/candidate pair of 1-D float32 arrays in one pass per
+    cache-sized chunk: (finite, n, ref_zeros, cand_zeros, ss_ref, ss_cand, dot, ss_err, sum_abs_err,
+    max_abs_err, ref_min, ref_max, cand_min, cand_max). ``finite`` is False, and the rest
+    meaningless, as soon as either array holds a NaN or Inf: the caller then counts exactly."""
+    n = r.size
+    rb = r.view(np.int32)
+    cb = c.view(np.int32)
+    scratch = np.empty(CHUNK, np.float32)
+    sbits = scratch.view(np.int32)
+    ref_zeros = 0
+    cand_zeros = 0
+    dot = 0.0
+    ss_ref = 0.0
+    ss_cand = 0.0
+    ss_err = 0.0
+    sum_abs = 0.0
+    top = np.int32(0)
+    rlo = np.int32(0x7FFFFFFF)
+    rhi = np.int32(-0x80000000)
+    clo = np.int32(0x7FFFFFFF)
+    chi = np.int32(-0x80000000)
+    for start in range(0, n, CHUNK):
+        stop = min(start + CHUNK, n)
+        lo, hi, rtop, z = scan_bits(rb[start:stop])
+        if rtop >= INF:
+            return (False, n, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, np.float32(0), np.float32(0), np.float32(0), np.float32(0), np.float32(0))
+        rlo = min(rlo, lo)
+        rhi = max(rhi, hi)
+        ref_zeros += z
+        lo, hi, ctop, z = scan_bits(cb[start:stop])
+        if ctop >= INF:
+            return (False, n, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, np.float32(0), np.float32(0), np.float32(0), np.float32(0), np.float32(0))
+        clo = min(clo, lo)
+        chi = max(chi, hi)
+        cand_zeros += z
+        s = _chunk_sums(r[start:stop], c[start:stop], scratch[:stop - start])
+        dot += s[0]
+        ss_ref += s[1]
+        ss_cand += s[2]
+        ss_err += s[3]
+        sum_abs += s[4]
+        top = max(top, _max_bits(sbits[:stop - start]))
+    mae = np.empty(1, np.int32)
+    mae[0] = top
+    return (True, n, ref_zeros, cand_zeros, ss_ref, ss_cand, dot, ss_err, sum_abs, mae.view(np.float32)[0],
+            unkey(rlo), unkey(rhi), unkey(clo), unkey(chi))

@@ -4,10 +4,9 @@ The comparator works on *sums* (sum of squared error, of squared reference, of t
 rather than on finished metrics, because sums add up across samples: the aggregate relative L2
 error or cosine over a whole dataset is then exact, not an average of per-sample ratios.
 
-Speed matters: the default model yields ~170 M floats per sample and per runner. The fast path
-therefore makes one float32 difference array and otherwise only BLAS dot products and single-pass
-reductions. NaN/Inf detection is free on that path: any NaN or Inf in either array makes one of the
-dot products non-finite, and only then do we pay for exact counts and a masked float64 recomputation.
+Speed matters: the default model yields ~170 M floats per sample and per runner. The fast path is
+one fused pass (``kernels.pair_stats``) that also notices NaN/Inf; only then do we pay for exact
+counts and a masked float64 recomputation.
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from qbench.compare.kernels import pair_stats
 
 # Keys of the additive part of ``pair_sums`` (summed across samples); the rest are max/min/counts.
 ADDITIVE = ("n", "n_finite", "sum_abs_err", "ss_err", "ss_ref", "ss_cand", "dot", "ref_zeros", "cand_zeros",
@@ -28,67 +29,29 @@ def _flat32(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1)
 
 
-# Elements per block: both operands and the difference stay in the CPU cache while the dozen
-# reductions pass over them, instead of streaming ~700 MB through memory a dozen times per sample.
-BLOCK = 1 << 18
+def pair_sums(ref: np.ndarray, cand: np.ndarray) -> dict:
+    """Additive statistics of one reference/candidate pair of equal shape (one sample).
 
-
-def pair_sums(ref: np.ndarray, cand: np.ndarray, block: int = BLOCK) -> dict:
-    """Additive statistics of one reference/candidate pair of equal shape (one sample)."""
-    r = _flat32(ref)
-    c = _flat32(cand)
-    n = r.size
-    if n <= block:
-        return _block_sums(r, c, np.empty(n, np.float32), np.empty(n, np.bool_))
-    scratch = np.empty(block, np.float32)
-    mask = np.empty(block, np.bool_)
-    total = None
-    for start in range(0, n, block):
-        s = _block_sums(r[start:start + block], c[start:start + block], scratch, mask)
-        total = s if total is None else merge_sums(total, s)
-    return total
-
-
-def count_zeros(x: np.ndarray, mask: np.ndarray | None = None) -> int:
-    """Exact zeros (+0.0 and -0.0) in ``x``; ``mask`` is an optional bool scratch of x's size.
-    Faster than ``count_nonzero`` on floats, which numpy does not vectorise."""
-    mask = np.empty(x.size, np.bool_) if mask is None else mask[:x.size]
-    return int(np.count_nonzero(np.equal(x, 0, out=mask)))
-
-
-_ONES = np.ones(BLOCK, np.float32)  # read-only, shared by the measuring threads
-
-
-def _ones(n: int) -> np.ndarray:
-    return _ONES[:n] if n <= BLOCK else np.ones(n, np.float32)
-
-
-def _block_sums(r: np.ndarray, c: np.ndarray, scratch: np.ndarray, mask: np.ndarray) -> dict:
-    n = r.size
-    if n == 0:
-        return {"n": 0, "ref_zeros": 0, "cand_zeros": 0, "n_finite": 0, "sum_abs_err": 0.0, "ss_err": 0.0, "ss_ref": 0.0,
-                "ss_cand": 0.0, "dot": 0.0, "max_abs_err": 0.0, "ref_nan": 0, "ref_inf": 0, "cand_nan": 0, "cand_inf": 0,
-                "ref_min": math.nan, "ref_max": math.nan, "cand_min": math.nan, "cand_max": math.nan}
-    ss_ref = float(np.dot(r, r))
-    ss_cand = float(np.dot(c, c))
-    dot = float(np.dot(r, c))
-    if not (math.isfinite(ss_ref) and math.isfinite(ss_cand) and math.isfinite(dot)):
+    One fused numba pass per cache-sized chunk (sums in float64, min/max/zeros on the float bits);
+    an array holding NaN or Inf takes the exact, slower ``_slow_sums`` instead."""
+    r = np.ascontiguousarray(_flat32(ref))
+    c = np.ascontiguousarray(_flat32(cand))
+    if r.size == 0:
         return _slow_sums(r, c)
-    r_min, r_max, c_min, c_max = float(r.min()), float(r.max()), float(c.min()), float(c.max())
-    # a block that does not reach zero holds no zeros: skip the count (most pre-activation blocks)
-    zeros_r = count_zeros(r, mask) if r_min <= 0.0 <= r_max else 0
-    zeros_c = count_zeros(c, mask) if c_min <= 0.0 <= c_max else 0
-    # a zero sum of squares over nonzero values means float32 squares underflowed (|x| < 1e-19):
-    # recompute in float64 like the non-finite case
-    if (ss_ref == 0.0 and zeros_r < n) or (ss_cand == 0.0 and zeros_c < n):
+    (finite, n, ref_zeros, cand_zeros, ss_ref, ss_cand, dot, ss_err, sum_abs_err, max_abs_err,
+     ref_min, ref_max, cand_min, cand_max) = pair_stats(r, c)
+    if not finite:
         return _slow_sums(r, c)
-    d = np.subtract(c, r, out=scratch[:n])
-    ss_err = float(np.dot(d, d))
-    np.abs(d, out=d)
-    return {"n": n, "ref_zeros": zeros_r, "cand_zeros": zeros_c, "n_finite": n, "ss_ref": ss_ref, "ss_cand": ss_cand,
-            "dot": dot, "ss_err": ss_err, "sum_abs_err": float(np.dot(d, _ones(n))),  # BLAS: faster than d.sum()
-            "max_abs_err": float(d.max()), "ref_nan": 0, "ref_inf": 0, "cand_nan": 0, "cand_inf": 0,
-            "ref_min": r_min, "ref_max": r_max, "cand_min": c_min, "cand_max": c_max}
+    return {"n": int(n), "ref_zeros": int(ref_zeros), "cand_zeros": int(cand_zeros), "n_finite": int(n),
+            "ss_ref": float(ss_ref), "ss_cand": float(ss_cand), "dot": float(dot), "ss_err": float(ss_err),
+            "sum_abs_err": float(sum_abs_err), "max_abs_err": float(max_abs_err),
+            "ref_nan": 0, "ref_inf": 0, "cand_nan": 0, "cand_inf": 0,
+            "ref_min": float(ref_min), "ref_max": float(ref_max), "cand_min": float(cand_min), "cand_max": float(cand_max)}
+
+
+def count_zeros(x: np.ndarray) -> int:
+    """Exact zeros (+0.0 and -0.0) in ``x``."""
+    return int(np.count_nonzero(np.equal(x, 0)))
 
 
 def merge_sums(total: dict, s: dict) -> dict:
