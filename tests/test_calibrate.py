@@ -11,7 +11,6 @@ from onnx import TensorProto, helper
 from qbench.calibrate import (HistogramCollector, TensorHistogram, calibrate, calibration_tensors, entropy_amax,
                               percentile_amax)
 from qbench.cli import main
-from qbench.model import ModelGraph
 from qbench.ranges import Ranges
 from qbench.runners.ort import OrtRunner
 from reference.modelopt_histogram import _compute_amax_entropy

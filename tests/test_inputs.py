@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import pickle
 
 import numpy as np
-import onnx
 import pytest
 
 from qbench.data import check_sample, load_dataset

@@ -8,7 +8,6 @@ TensorRT's calibrators compute them, streamed one batch at a time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

@@ -14,6 +14,7 @@ import numpy as np
 from qbench.calibrate.histogram import MAX_BINS, NUM_BINS, TensorHistogram
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
+from qbench.runners import OrtRunner
 
 
 def calibration_tensors(graph: ModelGraph) -> list[str]:
@@ -65,7 +66,8 @@ def collect(graph: ModelGraph, batches: Iterable[dict[str, np.ndarray]], *, num_
             total: int | None = None) -> HistogramCollector:
     """One ONNX Runtime pass over ``batches``; returns the filled collector."""
     names = calibration_tensors(graph)
-    runner = _CalibrationSession(graph)
+    # no spin-waiting in ORT's pool (OrtRunner's default): the histogram threads need those cores
+    runner = OrtRunner(graph, name="calibration", capture="all")
     collector = HistogramCollector(names, num_bins, max_bins, threads)
     bar = _progress(total, progress)
     pending: list[Future] = []
@@ -92,37 +94,6 @@ def collect(graph: ModelGraph, batches: Iterable[dict[str, np.ndarray]], *, num_
     if collector.samples == 0:
         raise QbenchError("no calibration samples: the data folder yielded no batches")
     return collector
-
-
-class _CalibrationSession:
-    """ONNX Runtime with every float activation as an output. Unlike the general runner, its thread
-    pool does not spin after a run: the histogram threads need those cores between runs."""
-
-    def __init__(self, graph: ModelGraph):
-        import onnxruntime as ort
-
-        from qbench.runners.ort import expose_tensors
-
-        proto = expose_tensors(graph.model, [t.name for t in graph.float_tensors], graph.elem_types)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise QbenchError(f"ONNX Runtime cannot load {graph.name}: {str(exc).splitlines()[0]}") from None
-        self.outputs = [o.name for o in self.session.get_outputs()]
-        self.inputs = [i.name for i in self.session.get_inputs()]
-
-    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [n for n in self.inputs if n not in feed]
-        if missing:
-            raise QbenchError(f"calibration: no data for inputs {missing}")
-        try:
-            values = self.session.run(self.outputs, {n: feed[n] for n in self.inputs})
-        except Exception as exc:
-            raise QbenchError(f"calibration: ONNX Runtime failed: {str(exc).splitlines()[0]}") from None
-        return dict(zip(self.outputs, values))
 
 
 def _batch_size(feed: dict[str, np.ndarray]) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from qbench.float_bits import ABS, INF, float_stats, scan_bits, stats_careful, unkey
+from qbench.float_bits import INF, float_stats, scan_bits, stats_careful, unkey
 
 NUM_BINS = 2048  # TensorRT / modelopt default
 MAX_BINS = 8192  # merge pairs past this: bounds memory and the O(bins * 128) entropy search

@@ -115,7 +115,6 @@ def inspect_command(source):
     if text.lstrip()[:1] == b"{":
         info = parse_layer_info(text.decode("utf-8", "replace"), source=str(source))
     else:
-        from qbench.tensorrt._import import import_trt
         from qbench.tensorrt.inspector import engine_information
         from qbench.tensorrt.runner import TrtRunner
 
