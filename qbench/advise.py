@@ -128,6 +128,7 @@ def evaluate(candidate, thresholds: Thresholds) -> dict:
 
 def recommend(candidates, thresholds=None) -> Recommendation:
     th = Thresholds.from_any(thresholds)
+    candidates = list(candidates)  # read twice: the table, then the chosen one's meta
     rows = [evaluate(c, th) for c in candidates]
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     if rows:
@@ -156,10 +157,25 @@ def recommend(candidates, thresholds=None) -> Recommendation:
             choice = best
     if not math.isnan(choice["latency_ms"]) and fp32 and choice["precision"].lower() != "fp32":
         reason += f" {fp32 / choice['latency_ms']:.2f}× the speed of FP32 ({choice['latency_ms']:.2f} ms vs {fp32:.2f} ms)."
+    reason += _keep_float_note(candidates, str(choice["precision"]))
     lower_failed = table[(table["verdict"] == "fail") & (table["precision"].map(precision_rank) < precision_rank(choice["precision"]))]
     for r in lower_failed.itertuples():
         reason += f" {r.precision.upper()} rejected: {r.why}."
     return Recommendation(str(choice["precision"]), reason, table, th)
+
+
+def _keep_float_note(candidates, precision: str) -> str:
+    """A mixed candidate (the fallback search's "int8-mixed") is only reproducible with its kept
+    names: name them and give the exact flags (the candidate's meta "reproduce" command when set)."""
+    import shlex
+
+    meta = next((getattr(c, "meta", None) or {} for c in candidates if c.precision == precision), {})
+    kept = list(meta.get("keep_float") or [])
+    if not kept:
+        return ""
+    flags = " ".join(f"--keep-float {shlex.quote(n)}" for n in kept)
+    command = meta.get("reproduce") or f"qbench simulate MODEL --precision int8 --ranges RANGES {flags} -o OUT.onnx"
+    return f" Keeps {len(kept)} tensor(s) in float: {', '.join(kept)}. Reproduce: {command}"
 
 
 def _output_rows(df: pd.DataFrame) -> pd.DataFrame:

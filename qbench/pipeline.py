@@ -18,6 +18,7 @@ from qbench.errors import QbenchError
 log = logging.getLogger("qbench")
 
 PRECISIONS = ("int8", "fp16")
+MIXED = "int8-mixed"  # the fallback search's candidate: INT8 with some tensors kept in float
 
 
 @dataclass
@@ -32,6 +33,9 @@ class RunConfig:
     compare_limit: int | None = None
     batch_size: int = 1
     keep_float: tuple[str, ...] = ()
+    # INT8 failing: search which tensors to keep in float (qbench.fallback), reported as "int8-mixed"
+    fallback: bool = True
+    max_float: int = 8
     store: Path | None = None  # SQLite file; default: <out>/../qbench.sqlite
     progress: bool = True
 
@@ -90,18 +94,73 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         candidates.append(CandidateResult(precision, comparison.tensors, comparison.findings, comparison.unmatched, meta))
         echo(f"qbench: {precision}: {_one_line_summary(comparison)}")
 
+    extras = []
+    if cfg.fallback and "int8" in comparisons and not _passes(candidates[cfg.precisions.index("int8")]):
+        mixed, section = _fallback(cfg, graph, dataset, ranges, comparisons["int8"], out, echo)
+        comparisons[MIXED] = mixed.comparison
+        candidates.insert(cfg.precisions.index("int8") + 1, _mixed_candidate(cfg, mixed, out))
+        extras.append(section)
+
     recommendation = recommend(candidates)
     meta = {
         "model": str(cfg.model), "model_digest": graph.digest, "data": str(cfg.data), "samples": len(dataset),
         "calibration_method": ranges.method or cfg.method, "qbench_version": __version__,
         "elapsed_s": round(time.perf_counter() - started, 2), "backend": "onnxruntime-cpu (simulation)",
     }
-    report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta)
+    report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras)
     with ResultStore(cfg.store or out.parent / "qbench.sqlite") as store:
         run_ids = [store.record_run(graph.name, graph.digest, c, data_dir=str(cfg.data), samples=len(dataset),
                                     recommendation=recommendation.precision, report_path=str(report))
                    for c in candidates]
     return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids)
+
+
+def _passes(candidate) -> bool:
+    from qbench.advise import Thresholds, evaluate
+
+    return evaluate(candidate, Thresholds())["verdict"] == "pass"
+
+
+def _fallback(cfg: RunConfig, graph, dataset, ranges, int8, out: Path, echo):
+    """Run the fallback search from the INT8 comparison; save its comparison like the others."""
+    from qbench.fallback import search_fallback
+    from qbench.report import ExtraSection
+
+    echo(f"qbench: INT8 fails; searching for at most {cfg.max_float} tensor(s) to keep in float "
+         "(each step re-runs the INT8 comparison; --no-fallback skips this)")
+    started = time.perf_counter()
+    result = search_fallback(graph, dataset, ranges, int8, max_float=cfg.max_float, limit=cfg.compare_limit,
+                             progress=cfg.progress, keep_float=cfg.keep_float, echo=echo)
+    result.comparison.save(out / MIXED)
+    verdict = "passes" if result.passed else "still fails"
+    echo(f"qbench: {MIXED}: {verdict} with {len(result.kept)} tensor(s) kept in float "
+         f"({', '.join(result.kept) or 'none'}) after {len(result.steps) - 1} comparison(s) in "
+         f"{time.perf_counter() - started:.1f} s")
+    text = (f"Greedy search over the ONNX Runtime CPU simulation (not TensorRT): each step keeps one more tensor or node "
+            f"in float, re-runs the INT8 comparison on the same samples and stops when the outputs pass (at most "
+            f"{cfg.max_float}). Result: INT8 {verdict} with {len(result.kept)} kept "
+            f"({', '.join(result.kept) or 'none'}). Reproduce: {_reproduce(cfg, result, out)}")
+    return result, ExtraSection("INT8 fallback search", result.steps, text)
+
+
+def _reproduce(cfg: RunConfig, result, out: Path) -> str:
+    import shlex
+
+    return (f"qbench simulate {shlex.quote(str(cfg.model))} --precision int8 --ranges "
+            f"{shlex.quote(str(out / 'calibration.cache'))} {result.flags()} -o {shlex.quote(str(out / 'model.int8-mixed.onnx'))}")
+
+
+def _mixed_candidate(cfg: RunConfig, result, out: Path):
+    from qbench.report import CandidateResult
+
+    cmp = result.comparison
+    meta = dict(cmp.meta)
+    meta["source"] = (f"ONNX Runtime CPU simulation of INT8 with {len(result.keep_float)} tensors kept in float "
+                      "(fallback search) — not TensorRT")
+    meta["simulated"] = True
+    meta["keep_float"] = result.keep_float
+    meta["reproduce"] = _reproduce(cfg, result, out)
+    return CandidateResult(MIXED, cmp.tensors, cmp.findings, cmp.unmatched, meta)
 
 
 def _one_line_summary(comparison) -> str:

@@ -22,16 +22,20 @@ def _options(func):
         click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most N samples."),
         click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True),
         click.option("--keep-float", multiple=True, help="Tensor or node name to keep in FP32; repeatable."),
+        click.option("--fallback/--no-fallback", default=True, show_default=True,
+                     help="When INT8 fails, search which tensors to keep in float (candidate int8-mixed)."),
+        click.option("--max-float", type=click.IntRange(min=0), default=8, show_default=True,
+                     help="Most tensors the fallback search may keep in float."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float) -> None:
+def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, fallback, max_float) -> None:
     cfg = RunConfig(model=Path(model), data=Path(data), out=out, precisions=tuple(precisions) or PRECISIONS,
                     method=method, ranges=ranges, calib_limit=limit, compare_limit=limit, batch_size=batch_size,
-                    keep_float=tuple(keep_float))
+                    keep_float=tuple(keep_float), fallback=fallback, max_float=max_float)
     outcome = run_pipeline(cfg, echo=lambda msg: click.echo(msg, err=True))
     rec = outcome.recommendation
     click.echo(f"recommendation: {rec.precision} — {rec.reason}", err=True)
