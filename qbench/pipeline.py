@@ -165,8 +165,11 @@ def _mixed_candidate(cfg: RunConfig, result, out: Path):
 
 def _one_line_summary(comparison) -> str:
     frame = comparison.tensors
-    bad = frame[frame["status"] != "ok"] if "status" in frame else frame.iloc[0:0]
-    outputs = frame[frame["is_output"]] if "is_output" in frame else frame.iloc[0:0]
+    bad = frame[frame["status"] != "ok"]
+    outputs = frame[frame["is_output"]]
+    broken = outputs[outputs["status"] == "nonfinite"]
     cos = float(outputs["cosine"].min()) if len(outputs) else float("nan")
+    # cosine sees only values finite on both sides: name new NaN/Inf in an output before it
+    head = f"NaN/Inf in output {broken.iloc[0]['tensor']!r}" if len(broken) else f"output cosine {cos:.4f}"
     first = bad.iloc[0]["tensor"] if len(bad) else None
-    return f"output cosine {cos:.4f}, {len(bad)} flagged tensors" + (f", first problem at {first!r}" if first else "")
+    return f"{head}, {len(bad)} flagged tensors" + (f", first problem at {first!r}" if first else "")

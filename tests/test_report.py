@@ -198,3 +198,22 @@ def test_bad_input_is_one_clear_error(tmp_path):
     with pytest.raises(QbenchError, match="extra section"):
         write_report(tmp_path / "r", "m", [], extra_sections=[42])
     assert not (tmp_path / "r" / "index.html").exists()
+
+
+def test_output_with_new_inf_is_not_shown_as_a_clean_cosine(tmp_path, graph, small_dataset):
+    """Metrics see only values finite on both sides, so an output that overflowed can score cosine
+    1.0: the verdict, the headline figures and the output plot must say NaN/Inf first."""
+    import numpy as np
+    import pandas as pd
+
+    from qbench.report import CandidateResult, write_report
+
+    outputs = [t for t in graph.tensors if t.is_output]
+    rows = [{"index": t.index, "tensor": t.name, "node": t.node, "op_type": t.op_type, "is_output": True,
+             "max_abs_err": 0.0, "cosine": 1.0, "cosine_min": 1.0, "sqnr_db": np.inf, "rel_l2": 0.0,
+             "ref_zero_frac": 0.0, "cand_zero_frac": 0.0, "ref_nan": 0, "ref_inf": 0, "cand_nan": 0, "cand_inf": 7,
+             "status": "nonfinite"} for t in outputs]
+    page = write_report(tmp_path, "m", [CandidateResult("fp16", pd.DataFrame(rows), [], [], {})]).read_text()
+    verdict = page[page.index("Verdict"):page.index("Candidates against the thresholds")]
+    assert "NaN/Inf in 1 output(s)" in verdict
+    assert "finite values only" in page

@@ -111,6 +111,9 @@ def summarize(candidate) -> dict:
         "output_cosine_min": _nanmin(outs["cosine_min"].where(outs["cosine_min"].notna(), outs["cosine"])),
         "output_sqnr_db_min": _nanmin(outs["sqnr_db"]),
         "output_rel_l2_max": _nanmax(outs["rel_l2"]),
+        # the error metrics only see values finite on both sides: an output with new NaN/Inf can
+        # still score cosine 1.0, so readers must show this count before any metric
+        "output_nonfinite": int((outs["status"] == "nonfinite").sum()),
         "worst_tensor": None if worst is None else {"tensor": worst["tensor"], "op_type": worst["op_type"],
                                                      "index": worst["index"], "cosine": worst["cosine"]},
         "first_problem": None if fp is None else {k: fp.get(k) for k in ("tensor", "node", "op_type", "index", "status")},

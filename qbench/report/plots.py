@@ -199,6 +199,7 @@ def outputs_summary(summaries: list[dict], verdicts: dict[str, str]) -> bytes | 
     sqnr = [s.get("output_sqnr_db_min") for s in summaries]
     cos = [s.get("output_cosine_min") for s in summaries]
     lat = [s.get("latency_ms") for s in summaries]
+    broken = [bool(s.get("output_nonfinite")) for s in summaries]
     use_sqnr = any(v is not None and math.isfinite(v) for v in sqnr)
     has_lat = any(v is not None for v in lat)
     fig = Figure(figsize=(13, 0.5 * len(names) + 1.3), dpi=DPI, layout="constrained")
@@ -209,22 +210,26 @@ def outputs_summary(summaries: list[dict], verdicts: dict[str, str]) -> bytes | 
     y = np.arange(len(names))[::-1]
     ax = axes[0]
     if use_sqnr:
-        vals = [v if v is not None and math.isfinite(v) else (np.nan if v is None else 100.0) for v in sqnr]
+        vals = [np.nan if bad else v if v is not None and math.isfinite(v) else (np.nan if v is None else 100.0)
+                for v, bad in zip(sqnr, broken)]
         ax.barh(y, np.nan_to_num(vals, nan=0.0), color=colours, height=0.6)
         ax.set_xlabel("output SQNR, worst output (dB) — higher is better", fontsize=9)
-        for yi, v, c, colour in zip(y, vals, cos, colours):
+        for yi, v, c, colour, bad in zip(y, vals, cos, colours, broken):
             text = f"{v:.1f} dB" if not np.isnan(v) else "n/a"
             if c is not None:
                 text += f"   cos {c:.4f}"
+            if bad:
+                text = "NaN/Inf in the output"
             # text in the verdict colour: a failing candidate near 0 dB has no visible bar
             ax.text(max(0, np.nan_to_num(v)), yi, "  " + text, va="center", fontsize=8.5, color=colour, fontweight="bold")
         ax.set_xlim(0, max(np.nan_to_num(vals, nan=0.0).max() * 1.45, 10))
     else:
-        vals = [np.nan if v is None else v for v in cos]
+        vals = [np.nan if v is None or bad else v for v, bad in zip(cos, broken)]
         ax.barh(y, np.nan_to_num(vals, nan=0.0), color=colours, height=0.6)
         ax.set_xlabel("output cosine, worst output", fontsize=9)
-        for yi, v, colour in zip(y, vals, colours):
-            ax.text(max(0, np.nan_to_num(v)), yi, f"  {v:.4f}", va="center", fontsize=8.5, color=colour, fontweight="bold")
+        for yi, v, colour, bad in zip(y, vals, colours, broken):
+            text = "NaN/Inf in the output" if bad else f"{v:.4f}"
+            ax.text(max(0, np.nan_to_num(v)), yi, f"  {text}", va="center", fontsize=8.5, color=colour, fontweight="bold")
         ax.set_xlim(0, 1.25)
     ax.set_yticks(y, [label(n, 20) for n in names], fontsize=9)
     ax.set_title("Model outputs vs FP32 (green: passes the thresholds)", fontsize=11, loc="left")

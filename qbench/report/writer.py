@@ -183,6 +183,8 @@ def _candidate_context(c: CandidateResult, df: pd.DataFrame, s: dict, figs: list
 def _sentence(c: CandidateResult, s: dict, verdict: str) -> str:
     """One plain sentence per candidate for the verdict box."""
     parts = []
+    if s.get("output_nonfinite"):
+        parts.append(f"NaN/Inf in {s['output_nonfinite']} output(s), which the metrics below leave out")
     if s["output_cosine_min"] is not None:
         parts.append(f"output cosine {html.fmt(s['output_cosine_min'], 'cos')}")
     if s["output_sqnr_db_min"] is not None:
