@@ -178,6 +178,8 @@ def _dataset_from_manifest(root: Path, manifest: dict, inputs: list[InputSpec]) 
         )
     name, spec = next(iter(image_inputs.items()))
     pattern = spec.get("glob", "*")
+    if not isinstance(pattern, str) or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+        raise QbenchError(f"{root / MANIFEST}: 'glob' must be a pattern inside the data folder, like 'images/*', not {pattern!r}")
     files = sorted(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise QbenchError(f"no images match {pattern!r} in {root}")

@@ -124,3 +124,12 @@ def test_npz_with_missing_input(graph, tmp_path):
 
 def test_check_sample_accepts_dynamic_dims(graph):
     check_sample({"x": np.zeros((3, 3, 32, 96), np.float32)}, graph.inputs)
+
+
+@pytest.mark.parametrize("pattern", ["/etc/*", "../*", 7])
+def test_manifest_glob_must_stay_inside_the_data_folder(graph, small_data_dir, tmp_path, pattern):
+    manifest = json.loads((small_data_dir / "manifest.json").read_text())
+    manifest["inputs"]["x"]["glob"] = pattern
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(QbenchError, match="inside the data folder"):
+        load_dataset(tmp_path, graph.inputs)
