@@ -76,6 +76,11 @@ def precision_rank(precision: str) -> float:
     return rank
 
 
+def passes(candidate, thresholds: Thresholds | None = None) -> bool:
+    """Whether one candidate's outputs meet the thresholds (the default ones when None)."""
+    return evaluate(candidate, thresholds or Thresholds())["verdict"] == "pass"
+
+
 def evaluate(candidate, thresholds: Thresholds) -> dict:
     """One row of the recommendation table: output metrics, finding counts, verdict and why."""
     df = candidate.tensors if candidate.tensors is not None else pd.DataFrame()

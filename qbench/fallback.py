@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from qbench.advise import Thresholds, evaluate
-from qbench.compare.diagnose import error_score
+from qbench.advise import Thresholds, evaluate, passes
+from qbench.compare.diagnose import error_growth
 from qbench.errors import QbenchError
 
 STEP_COLUMNS = ["step", "action", "added", "tensor", "op_type", "why", "kept", "output_cosine_min", "output_sqnr_db",
@@ -54,18 +54,19 @@ def keep_float_flags(names) -> str:
 
 
 def search_fallback(graph, dataset, ranges, comparison, *, thresholds=None, max_float: int = 8, limit=None,
-                    progress: bool = True, prune: bool = True, keep_float=(), echo=None) -> FallbackResult:
+                    progress: bool = True, prune: bool = True, keep_float=(), echo=None, reference=None) -> FallbackResult:
     """Greedy search for the names to keep in float so INT8 passes (see module docstring).
 
     ``comparison``: the INT8 comparison to start from (made with ``keep_float``, the user's own
     names, which stay kept). ``limit``: the samples of that comparison. ``echo``: a callable for
-    one line per step (None: silent)."""
+    one line per step (None: silent). ``reference``: the FP32 runner to reuse (built if None)."""
     if max_float < 0:
         raise QbenchError(f"--max-float must be at least 0, not {max_float}")
     th = Thresholds.from_any(thresholds)
     say = echo or (lambda _msg: None)
     base = list(keep_float)
     fixes = _Fixes(graph, ranges, base)
+    reference = reference or _reference(graph)  # one FP32 session for every step
     steps = [_step_row(0, "start", [], None, "", "INT8 as calibrated", 0, comparison, th)]
     kept: list[str] = []
     current = comparison
@@ -78,28 +79,35 @@ def search_fallback(graph, dataset, ranges, comparison, *, thresholds=None, max_
             break
         for names, tensor, op_type, why in picks:
             kept += names
-        current = _compare(graph, dataset, ranges, base + kept, limit, progress)
+        current = _compare(graph, dataset, ranges, base + kept, limit, progress, reference)
         passed = _passes(current, th)
         added = [n for p in picks for n in p[0]]
         steps.append(_step_row(len(steps), "keep", added, picks[0][1], picks[0][2], "; ".join(p[3] for p in picks),
                                len(kept), current, th))
         say(f"qbench: fallback: step {len(steps) - 1}: keep {', '.join(added)} in float: {_describe(steps[-1])}")
     if passed and prune and len(kept) > 1:
-        kept, current = _prune(graph, dataset, ranges, base, kept, current, limit, progress, th, steps, say)
+        kept, current = _prune(graph, dataset, ranges, base, kept, current, limit, progress, th, steps, say, reference)
     if not passed:
         say(f"qbench: fallback: INT8 does not pass with {len(kept)} tensor(s) kept in float (max {max_float})")
     return FallbackResult(kept, passed, pd.DataFrame(steps, columns=STEP_COLUMNS), current, base)
 
 
 # -- one step -------------------------------------------------------------------------------------
-def _compare(graph, dataset, ranges, keep, limit, progress):
+def _reference(graph):
+    from qbench.runners import OrtRunner
+
+    return OrtRunner(graph, name="fp32")
+
+
+def _compare(graph, dataset, ranges, keep, limit, progress, reference):
     from qbench.compare import compare_precision
 
-    return compare_precision(graph, dataset, "int8", ranges, keep_float=keep, limit=limit, progress=progress)
+    return compare_precision(graph, dataset, "int8", ranges, keep_float=keep, limit=limit, progress=progress,
+                             reference=reference)
 
 
 def _passes(cmp, th: Thresholds) -> bool:
-    return evaluate(_candidate(cmp), th)["verdict"] == "pass"
+    return passes(_candidate(cmp), th)
 
 
 def _candidate(cmp):
@@ -107,14 +115,14 @@ def _candidate(cmp):
     return SimpleNamespace(precision="int8-mixed", tensors=cmp.tensors, findings=cmp.findings, latency_ms=None)
 
 
-def _prune(graph, dataset, ranges, base, kept, current, limit, progress, th, steps, say):
+def _prune(graph, dataset, ranges, base, kept, current, limit, progress, th, steps, say, reference):
     """Try the search without each kept name, earliest first (the later ones were chosen with it
     already fixed, so an early pick is the one most likely made redundant)."""
     for name in list(kept):
         if len(kept) <= 1:
             break
         trial = [n for n in kept if n != name]
-        cmp = _compare(graph, dataset, ranges, base + trial, limit, progress)
+        cmp = _compare(graph, dataset, ranges, base + trial, limit, progress, reference)
         ok = _passes(cmp, th)
         if ok:
             kept, current = trial, cmp
@@ -170,6 +178,7 @@ class _Fixes:
         keep_tensors, keep_nodes = resolve_keep_float(graph, base)
         plan = plan_int8(graph, keep_tensors, keep_nodes)
         self.graph = graph
+        self.base = set(base)
         self.quantized = set(plan.activations)
         self.weights = set(plan.weights)
 
@@ -198,7 +207,7 @@ def _next_picks(cmp, fixes: _Fixes, kept: list[str], room: int) -> list[tuple]:
     ordered += [(t, "error grows most here on the worst sample") for t in _worst_growth(cmp, fixes.graph)]
     ordered += [(t, f"INT8 saturates {sat:.0%} of its values") for t, sat in _most_saturated(frame)]
     want = 2 if len(introduced) > BATCH_WHEN else 1
-    picks, taken = [], set(kept)
+    picks, taken = [], set(kept) | fixes.base  # the user's own --keep-float names are kept already
     for tensor, why in ordered:
         name = next((n for n in fixes.options(tensor) if n not in taken), None)
         if name is None:
@@ -219,12 +228,8 @@ def _worst_growth(cmp, graph, top: int = 10) -> list[str]:
         return []
     worst = out_rows.sort_values("cosine", kind="stable").iloc[0]["sample"]
     rows = ps[ps["sample"] == worst]
-    score = {r["tensor"]: error_score(r) for r in rows.to_dict("records")}
-    growth = {}
-    for r in rows[rows["status"] != "ok"].to_dict("records"):
-        node = graph.producer.get(r["tensor"])
-        upstream = [score[i] for i in (node.input if node is not None else []) if i in score]
-        growth[r["tensor"]] = score[r["tensor"]] - (max(upstream) if upstream else 0.0)
+    inputs_of = {t: list(graph.producer[t].input) for t in rows["tensor"] if t in graph.producer}
+    growth = error_growth(rows, inputs_of)
     return sorted(growth, key=lambda t: -growth[t])[:top]
 
 

@@ -51,13 +51,14 @@ class RunOutcome:
 
 
 def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
-    from qbench.advise import recommend
+    from qbench.advise import passes, recommend
     from qbench.calibrate import calibrate
     from qbench.compare import compare_precision
     from qbench.data import load_dataset
     from qbench.model import ModelGraph
     from qbench.ranges import Ranges
     from qbench.report import CandidateResult, write_report
+    from qbench.runners import OrtRunner
     from qbench.store import ResultStore
 
     unknown = [p for p in cfg.precisions if p not in PRECISIONS]
@@ -71,9 +72,11 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
 
     started = time.perf_counter()
     if cfg.ranges:
-        ranges = Ranges.read(cfg.ranges, graph=graph)  # refuses foreign, corrupt or absurd ranges
+        ranges = Ranges.read(cfg.ranges)
+        check = ranges.check_against(graph, source=str(cfg.ranges))
+        check.raise_for_errors()  # refuses foreign, corrupt or absurd ranges
         echo(f"qbench: using ranges from {cfg.ranges} ({len(ranges)} tensors)")
-        for warning in ranges.check_against(graph, source=str(cfg.ranges)).warnings:
+        for warning in check.warnings:
             echo(f"qbench: warning: {warning}")
     else:
         ranges = calibrate(graph, dataset, method=cfg.method, batch_size=cfg.batch_size, limit=cfg.calib_limit,
@@ -83,8 +86,9 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     ranges.write_json(out / "ranges.json")
 
     candidates, comparisons = [], {}
+    reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
     for precision in cfg.precisions:
-        comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float,
+        comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float, reference=reference,
                                        limit=cfg.compare_limit, progress=cfg.progress)
         comparison.save(out / precision)
         comparisons[precision] = comparison
@@ -95,8 +99,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         echo(f"qbench: {precision}: {_one_line_summary(comparison)}")
 
     extras = []
-    if cfg.fallback and "int8" in comparisons and not _passes(candidates[cfg.precisions.index("int8")]):
-        mixed, section = _fallback(cfg, graph, dataset, ranges, comparisons["int8"], out, echo)
+    if cfg.fallback and "int8" in comparisons and not passes(candidates[cfg.precisions.index("int8")]):
+        mixed, section = _fallback(cfg, graph, dataset, ranges, comparisons["int8"], out, echo, reference)
         comparisons[MIXED] = mixed.comparison
         candidates.insert(cfg.precisions.index("int8") + 1, _mixed_candidate(cfg, mixed, out))
         extras.append(section)
@@ -115,13 +119,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids)
 
 
-def _passes(candidate) -> bool:
-    from qbench.advise import Thresholds, evaluate
-
-    return evaluate(candidate, Thresholds())["verdict"] == "pass"
-
-
-def _fallback(cfg: RunConfig, graph, dataset, ranges, int8, out: Path, echo):
+def _fallback(cfg: RunConfig, graph, dataset, ranges, int8, out: Path, echo, reference):
     """Run the fallback search from the INT8 comparison; save its comparison like the others."""
     from qbench.fallback import search_fallback
     from qbench.report import ExtraSection
@@ -130,7 +128,7 @@ def _fallback(cfg: RunConfig, graph, dataset, ranges, int8, out: Path, echo):
          "(each step re-runs the INT8 comparison; --no-fallback skips this)")
     started = time.perf_counter()
     result = search_fallback(graph, dataset, ranges, int8, max_float=cfg.max_float, limit=cfg.compare_limit,
-                             progress=cfg.progress, keep_float=cfg.keep_float, echo=echo)
+                             progress=cfg.progress, keep_float=cfg.keep_float, echo=echo, reference=reference)
     result.comparison.save(out / MIXED)
     verdict = "passes" if result.passed else "still fails"
     echo(f"qbench: {MIXED}: {verdict} with {len(result.kept)} tensor(s) kept in float "

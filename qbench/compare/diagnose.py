@@ -88,6 +88,18 @@ def status_findings(frame: pd.DataFrame) -> list[dict]:
     return findings
 
 
+def error_growth(rows: pd.DataFrame, inputs_of) -> dict[str, float]:
+    """For each flagged row: its error score minus the worst score among its inputs. A tensor no
+    worse than its inputs most likely inherited its error; a large growth marks where error is born.
+    ``inputs_of``: tensor -> the names its producer reads."""
+    score = {r["tensor"]: error_score(r) for r in rows.to_dict("records")}
+    gain = {}
+    for t in rows.loc[rows["status"] != "ok", "tensor"]:
+        upstream = [score[i] for i in inputs_of.get(t, []) if i in score]
+        gain[t] = score[t] - (max(upstream) if upstream else 0.0)
+    return gain
+
+
 def select_for_replay(frame: pd.DataFrame, inputs_of: dict[str, list[str]], limit: int) -> list[str]:
     """Which flagged tensors to replay when there are too many: the first problem and the first of
     each status always, then those whose error grows most over their inputs' error (a tensor no
@@ -95,16 +107,12 @@ def select_for_replay(frame: pd.DataFrame, inputs_of: dict[str, list[str]], limi
     flagged = frame[frame["status"] != "ok"]
     if flagged.empty or limit <= 0:
         return []
-    score = {r["tensor"]: error_score(r) for _, r in frame.iterrows()}
     must = [flagged.iloc[0]["tensor"]]
     for status in ("zero", "nonfinite", "divergent"):
         hit = flagged[flagged["status"] == status]
         if len(hit):
             must.append(hit.iloc[0]["tensor"])
-    gain = {}
-    for t in flagged["tensor"]:
-        upstream = [score[i] for i in inputs_of.get(t, []) if i in score]
-        gain[t] = score[t] - (max(upstream) if upstream else 0.0)
+    gain = error_growth(frame, inputs_of)
     chosen = list(dict.fromkeys(must))
     for t in sorted(gain, key=lambda t: -gain[t]):
         if len(chosen) >= limit:

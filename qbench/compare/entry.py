@@ -17,8 +17,10 @@ from qbench.model import ModelGraph
 PRECISIONS = ("int8", "fp16")
 
 
-def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *, keep_float=(), **kwargs) -> Comparison:
-    """FP32 ``graph`` vs its INT8 (needs ``ranges``) or FP16 simulation in ONNX Runtime."""
+def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *, keep_float=(), reference=None,
+                      **kwargs) -> Comparison:
+    """FP32 ``graph`` vs its INT8 (needs ``ranges``) or FP16 simulation in ONNX Runtime.
+    ``reference``: an FP32 runner of ``graph`` to reuse across comparisons (one is built if None)."""
     from qbench.runners import OrtRunner
     from qbench.simulate import build_fp16_model, build_int8_model
 
@@ -31,7 +33,7 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
     else:
         sim = build_fp16_model(graph, keep_float=keep_float)
     names = [t.name for t in graph.float_tensors]
-    reference = OrtRunner(graph, name="fp32")
+    reference = reference or OrtRunner(graph, name="fp32")
     # ORT would fuse Q/DQ into its own int8 kernels, which refuse extreme scales (a planted or broken
     # range); unoptimised, the model computes exactly the DQ(Q(x)) values the convention promises
     candidate = OrtRunner(sim.model, name=f"{precision} (simulated)", capture=names, optimize=False)
