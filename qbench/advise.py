@@ -90,8 +90,11 @@ def evaluate(candidate, thresholds: Thresholds) -> dict:
     cos = cos.where(cos.notna(), _col(outs, "cosine"))
     rel = _col(outs, "rel_l2")
     status = outs["status"].astype(str) if "status" in outs else pd.Series([""] * len(outs), index=outs.index)
-    counted = (_col(outs, "cand_nan").fillna(0) + _col(outs, "cand_inf").fillna(0)) > 0
-    nonfinite = int((counted | (status == "nonfinite")).sum())
+    # only NaN/Inf the reference does not have count against the candidate (the comparator's rule):
+    # an FP32 model may produce -inf itself (a log of zero), and FP16 is not to blame for that
+    new_nonfinite = (_col(outs, "cand_nan").fillna(0) + _col(outs, "cand_inf").fillna(0)
+                     > _col(outs, "ref_nan").fillna(0) + _col(outs, "ref_inf").fillna(0))
+    nonfinite = int((new_nonfinite | (status == "nonfinite")).sum())
     zero = int((status == "zero").sum())
     findings = candidate.findings or []
     errors = sum(1 for f in findings if f.get("severity") == "error")

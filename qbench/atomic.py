@@ -12,13 +12,20 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from qbench.errors import QbenchError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds."""
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    if dest.is_dir():
+        raise QbenchError(f"cannot write {dest}: it is a folder")
+    ensure_dir(dest.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as exc:
+        raise QbenchError(f"cannot write {dest}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600 files; results are meant to be shared (served, copied), so give them the
@@ -26,10 +33,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~_current_umask())
     try:
         yield tmp_path
-        os.replace(tmp_path, dest)
+        try:
+            os.replace(tmp_path, dest)
+        except OSError as exc:
+            raise QbenchError(f"cannot write {dest}: {exc.strerror or exc}") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create an output folder (and its parents), or say in one line why it cannot be one."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise QbenchError(f"cannot write into {folder}: it is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise QbenchError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
+    return folder
 
 
 def _current_umask() -> int:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qbench import __version__
+from qbench import __version__, atomic
 from qbench.errors import QbenchError
 
 log = logging.getLogger("qbench")
@@ -66,8 +66,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         raise QbenchError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
     graph = ModelGraph.from_path(cfg.model)
     dataset = load_dataset(cfg.data, graph.inputs)
-    out = Path(cfg.out) if cfg.out else Path("reports") / graph.name
-    out.mkdir(parents=True, exist_ok=True)
+    out = atomic.ensure_dir(Path(cfg.out) if cfg.out else Path("reports") / graph.name)
     echo(f"qbench: {graph.name}: {len(graph.float_tensors)} tensors, {len(dataset)} samples from {cfg.data}")
 
     started = time.perf_counter()

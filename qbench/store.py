@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from qbench.atomic import ensure_dir
 from qbench.errors import QbenchError
 
 SCHEMA_VERSION = 1
@@ -76,18 +77,27 @@ class ResultStore:
         self.path = Path(path)
         if self.path.is_dir():
             raise QbenchError(f"results store {self.path} is a folder; expected a SQLite file path")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.path.parent)
+        self._conn = None
         try:
             self._conn = sqlite3.connect(str(self.path))
             self._conn.execute("PRAGMA foreign_keys = ON")
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.OperationalError as exc:  # cannot open or read: permissions, a missing mount
+            self._close_quietly()
+            raise QbenchError(f"cannot open the results store {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
+            self._close_quietly()
             raise QbenchError(f"{self.path} is not a qbench results store ({exc})") from None
         if version > SCHEMA_VERSION:
             self._conn.close()
             raise QbenchError(f"{self.path} was written by a newer qbench (schema {version} > {SCHEMA_VERSION}); upgrade qbench")
         if version < SCHEMA_VERSION:
             self._create(version)
+
+    def _close_quietly(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
     def _create(self, version: int) -> None:
         if version == 0 and self._conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]:
@@ -119,7 +129,7 @@ class ResultStore:
             _int(fields.get("samples", _samples(df))), str(fields.get("status") or default_status),
             str(fields.get("recommendation") or ""), str(fields.get("report_path") or ""),
             _real(candidate.latency_ms), json.dumps(extra, default=str, allow_nan=False, sort_keys=True)
-            if _json_ok(extra) else json.dumps({k: str(v) for k, v in extra.items()}),
+            if _json_ok(extra) else json.dumps({str(k): str(v) for k, v in extra.items()}),
         )
         metric_rows = [
             (str(r.get("tensor")), _int(r.get("index", i)), str(r.get("op_type") or ""), _real(r.get("max_abs_err")),
@@ -225,5 +235,5 @@ def _json_ok(d: dict) -> bool:
     try:
         json.dumps(d, default=str, allow_nan=False)
         return True
-    except ValueError:
+    except (TypeError, ValueError):  # NaN/Inf values, or keys JSON cannot hold (tuples)
         return False

@@ -82,3 +82,19 @@ def test_precision_order_and_edge_cases():
     assert recommend([no_outputs_marked]).precision == "int8"  # the last tensor stands in for the output
     nan_only = CandidateResult("int8", pd.DataFrame({"tensor": ["a"], "cosine": [np.nan]}))
     assert recommend([nan_only]).precision == "fp32"
+
+
+def test_nan_inf_the_reference_has_too_is_not_held_against_a_candidate():
+    """An FP32 model can output -inf itself (log of zero); FP16 reproducing it is not a failure."""
+    import pandas as pd
+
+    from qbench.advise import Thresholds, evaluate
+    from qbench.report import CandidateResult
+
+    row = {"index": 0, "tensor": "log_out", "node": "Log_0", "op_type": "Log", "is_output": True, "cosine": 1.0,
+           "cosine_min": 1.0, "rel_l2": 0.0, "max_abs_err": 0.0, "ref_zero_frac": 0.0, "cand_zero_frac": 0.0,
+           "ref_nan": 0, "ref_inf": 5, "cand_nan": 0, "cand_inf": 5, "status": "ok"}
+    same = evaluate(CandidateResult("fp16", pd.DataFrame([row])), Thresholds())
+    assert same["verdict"] == "pass" and same["output_nonfinite"] == 0
+    more = evaluate(CandidateResult("fp16", pd.DataFrame([{**row, "cand_inf": 6}])), Thresholds())
+    assert more["verdict"] == "fail" and more["output_nonfinite"] == 1

@@ -110,3 +110,25 @@ def test_imported_trtexec_runner_from_folder(tmp_path):
     assert len(runner) == 2
     assert runner.run({})["y"].tolist() == [0.0, 0.5]
     assert runner.run({})["y"].tolist() == [1.0, 1.5]
+
+
+def test_malformed_imported_results_are_one_clear_error(tmp_path):
+    import base64
+    import json
+
+    import pytest
+
+    from qbench.errors import QbenchError
+    from qbench.runners.imported import decode_polygraphy_array, load_trtexec_outputs
+
+    bad_values = tmp_path / "bad.json"
+    bad_values.write_text(json.dumps([{"name": "y", "dimensions": "2", "values": ["a", "b"]}]))
+    with pytest.raises(QbenchError, match="not a flat list of numbers"):
+        load_trtexec_outputs(bad_values)
+    ragged = tmp_path / "ragged.json"
+    ragged.write_text(json.dumps([{"name": "y", "dimensions": "2", "values": [[1], [2, 3]]}]))
+    with pytest.raises(QbenchError, match="not a flat list of numbers"):
+        load_trtexec_outputs(ragged)
+    corrupt_zip = base64.b64encode(b"PK\x03\x04garbage").decode()
+    with pytest.raises(QbenchError, match="corrupt|malformed"):
+        decode_polygraphy_array({"array": corrupt_zip})

@@ -93,6 +93,7 @@ def test_run_is_recorded_in_sqlite(demo_run):
         (lambda tmp, model, data: ["run", _write(tmp / "junk.onnx", b"\x08\x01junk"), "--data", data], "ONNX"),
         (lambda tmp, model, data: ["run", model, "--data", _mkdir(tmp / "empty")], "no samples"),
         (lambda tmp, model, data: ["run", model, "--data", data, "--ranges", _write(tmp / "c.cache", b"garbage\n")], "cache"),
+        (lambda tmp, model, data: ["run", model, "--data", data, "--bogus-option"], "No such option"),
     ],
 )
 def test_user_errors_are_one_line(tmp_path, model_path, small_data_dir, make_args, message):
@@ -102,6 +103,14 @@ def test_user_errors_are_one_line(tmp_path, model_path, small_data_dir, make_arg
     assert len(errors) == 1 and message in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out" / "index.html").exists()
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, model_path, small_data_dir):
+    a_file = _write(tmp_path / "report", b"keep me")
+    proc = qbench("run", model_path, "--data", small_data_dir, "--out", a_file)
+    assert proc.returncode != 0 and "qbench: error: cannot write into" in proc.stderr
+    assert "calibrat" not in proc.stderr  # refused before the calibration pass
+    assert a_file.read_bytes() == b"keep me"
 
 
 def _write(path: Path, data: bytes) -> Path:

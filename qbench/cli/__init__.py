@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("qbench: aborted", err=True)
         return 130
+    except click.UsageError as exc:  # a wrong option or value: one line, like every other user error
+        click.echo(f"qbench: error: {exc.format_message()}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from qbench.atomic import ensure_dir
+
 from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
 
 
@@ -31,12 +33,15 @@ def calibrate_command(model, data, method, percentile, batch_size, limit, cache,
 
     if trt_version is not None and not trt_version.isdigit():
         raise click.BadParameter("must be digits, e.g. 8601 or 100300", param_hint="--trt-version")
+    if cache is None and json_path is None:
+        cache = Path(f"{Path(model).stem}.{method}.cache")
+    for target in (cache, json_path):
+        if target is not None:
+            ensure_dir(target.parent)  # refuse an unusable destination before the calibration pass
     ranges = calibrate(model, data, method=method, batch_size=batch_size, limit=limit, percentile=percentile,
                        progress=not quiet, trt_version=trt_version or DEFAULT_TRT_VERSION)
     samples = max((e.samples for e in ranges.entries.values()), default=0)
     click.echo(f"calibrated {len(ranges)} tensors of {Path(model).name} on {samples} samples ({ranges.method})")
-    if cache is None and json_path is None:
-        cache = Path(f"{Path(model).stem}.{method}.cache")
     if cache is not None:
         click.echo(f"wrote {ranges.write_trt_cache(cache)}")
     if json_path is not None:

@@ -57,9 +57,7 @@ STATUS_TEXT = {"ok": "ok", "zero": "all zero", "nonfinite": "NaN/Inf", "divergen
 def write_report(out_dir, model_name: str, candidates: list[CandidateResult], ranges=None, meta: dict | None = None,
                  extra_sections=(), thresholds=None) -> Path:
     """Write the report folder; return the path of index.html."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise QbenchError(f"report folder {out} exists and is a file")
+    out = atomic.ensure_dir(out_dir)
     candidates = list(candidates or [])
     for c in candidates:
         if not isinstance(c, CandidateResult):

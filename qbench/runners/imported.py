@@ -19,6 +19,8 @@ import binascii
 import io
 import json
 import re
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +60,10 @@ def load_trtexec_outputs(path: str | Path) -> dict[str, np.ndarray]:
             shape = tuple(int(d) for d in dims.split("x")) if dims else ()
         except ValueError:
             raise QbenchError(f"{path}: tensor {entry['name']!r} has dimensions {dims!r}, expected like 1x3x640x640") from None
-        values = np.asarray(entry["values"], dtype=np.float64)
+        try:
+            values = np.asarray(entry["values"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise QbenchError(f"{path}: tensor {entry['name']!r} has values that are not a flat list of numbers") from None
         if values.size != int(np.prod(shape)):
             raise QbenchError(f"{path}: tensor {entry['name']!r} has {values.size} values for dimensions {dims} "
                               f"({int(np.prod(shape))} expected)")
@@ -85,10 +90,13 @@ def load_trtexec_profile(path: str | Path):
     for entry in doc[1:]:
         if not isinstance(entry, dict) or "name" not in entry:
             raise QbenchError(f"{path}: profile entry without a name: {str(entry)[:60]}")
-        rows.append({"layer": entry["name"], "time_ms": float(entry.get("timeMs", 0.0)),
-                     "average_ms": float(entry.get("averageMs", 0.0)),
-                     "median_ms": float(entry["medianMs"]) if "medianMs" in entry else None,
-                     "percentage": float(entry.get("percentage", 0.0))})
+        try:
+            rows.append({"layer": entry["name"], "time_ms": float(entry.get("timeMs", 0.0)),
+                         "average_ms": float(entry.get("averageMs", 0.0)),
+                         "median_ms": float(entry["medianMs"]) if "medianMs" in entry else None,
+                         "percentage": float(entry.get("percentage", 0.0))})
+        except (TypeError, ValueError):
+            raise QbenchError(f"{path}: profile entry {entry['name']!r} has a timing that is not a number") from None
     frame = pd.DataFrame(rows)
     frame.attrs["iterations"] = int(doc[0]["count"])
     return frame
@@ -105,16 +113,19 @@ def decode_polygraphy_array(payload: dict, source: str = "polygraphy JSON") -> n
     except (binascii.Error, UnicodeEncodeError):
         data = text.encode("latin-1", errors="strict")  # Polygraphy's legacy encoding
     if data.startswith(_NPY_MAGIC) or data.startswith(_ZIP_MAGIC):
+        # .npz members load lazily: reading the member is where a pickled or corrupt one fails
         try:
             loaded = np.load(io.BytesIO(data), allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return loaded
+            with loaded:
+                if not loaded.files:
+                    raise QbenchError(f"{source}: empty .npz payload")
+                return loaded[loaded.files[0]]
         except ValueError as exc:
-            raise QbenchError(f"{source}: refusing an array that needs unpickling ({exc})") from None
-        if isinstance(loaded, np.ndarray):
-            return loaded
-        with loaded:
-            if not loaded.files:
-                raise QbenchError(f"{source}: empty .npz payload")
-            return loaded[loaded.files[0]]
+            raise QbenchError(f"{source}: refusing an array that needs unpickling or is malformed ({exc})") from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise QbenchError(f"{source}: a corrupt array payload ({type(exc).__name__}: {exc})") from None
     raise QbenchError(f"{source}: refusing an array payload that is not .npy/.npz data "
                       f"(starts with {data[:8]!r}; pickled data is never loaded)")
 
