@@ -84,7 +84,7 @@ def passes(candidate, thresholds: Thresholds | None = None) -> bool:
 def evaluate(candidate, thresholds: Thresholds) -> dict:
     """One row of the recommendation table: output metrics, finding counts, verdict and why."""
     df = candidate.tensors if candidate.tensors is not None else pd.DataFrame()
-    outs = _output_rows(df)
+    outs = output_rows(df)
     # the worst sample decides (cosine_min); the all-sample cosine can hide one broken image
     cos = _col(outs, "cosine_min")
     cos = cos.where(cos.notna(), _col(outs, "cosine"))
@@ -186,7 +186,8 @@ def _keep_float_note(candidates, precision: str) -> str:
     return f" Keeps {len(kept)} tensor(s) in float: {', '.join(kept)}. Reproduce: {command}"
 
 
-def _output_rows(df: pd.DataFrame) -> pd.DataFrame:
+def output_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The model's output tensors; the last tensor in graph order when none is marked."""
     if df.empty:
         return df
     if "is_output" in df:

@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from qbench.advise import output_rows
+
 STATUSES = ("ok", "zero", "nonfinite", "divergent")
 PROBLEM_STATUSES = ("zero", "nonfinite", "divergent")
 
@@ -76,12 +78,8 @@ def culprits(df: pd.DataFrame, limit: int = 5) -> pd.DataFrame:
     return intro.sort_values(["_rank", "index"], kind="stable").drop(columns="_rank").head(limit)
 
 
-def outputs(df: pd.DataFrame) -> pd.DataFrame:
-    """The model's output tensors; the last tensor in graph order when none is marked."""
-    marked = df[df["is_output"]]
-    if len(marked) or df.empty:
-        return marked
-    return df.tail(1)
+# the recommendation and the report must judge the same rows as outputs
+outputs = output_rows
 
 
 def summarize(candidate) -> dict:
