@@ -27,7 +27,10 @@ def _shapes(specs: tuple[str, ...]) -> dict:
                 raise ValueError
         except ValueError:
             raise QbenchError(f"--shapes {spec!r}: expected NAME:MIN,OPT,MAX with dims like 1x3x640x640") from None
+        if name in out:  # a second entry would silently replace the first
+            raise QbenchError(f"--shapes gives input {name!r} twice")
         out[name] = tuple(parts)
+    # names and ranks are checked against the model's inputs by build_engine (shapes.validate_shapes)
     return out
 
 
@@ -115,11 +118,13 @@ def inspect_command(source):
     if text.lstrip()[:1] == b"{":
         info = parse_layer_info(text.decode("utf-8", "replace"), source=str(source))
     else:
-        from qbench.tensorrt.inspector import engine_information
-        from qbench.tensorrt.runner import TrtRunner
+        from qbench.tensorrt._import import import_trt
+        from qbench.tensorrt.inspector import engine_information, load_engine
 
-        runner = TrtRunner(source)
-        info = engine_information(runner.engine, runner.trt)
+        # deserialize only: no execution context, stream or device buffers just to read the engine
+        trt = import_trt()
+        loaded = load_engine(source, trt)
+        info = engine_information(loaded.engine, trt)
     frame = layers_frame(info)
     click.echo(frame[["layer", "type", "precision", "fused"]].to_string(index=False))
 

@@ -45,4 +45,6 @@ NOT_TRT = {"shape", "dtype", "name", "get", "reset", "free", "items", "values", 
            # onnx (TensorProto.FLOAT, graph.node, shape_inference.infer_shapes), numpy, dict/list/set,
            # hashlib and qbench's own runner/backends
            "FLOAT", "FLOAT16", "node", "infer_shapes", "data", "size", "min", "max", "count", "clear", "pop",
-           "extend", "update", "read", "write", "enqueue"}
+           "extend", "update", "read", "write", "enqueue",
+           # numpy's np.lib.format (.npy headers read by shapes.py for the profile)
+           "format"}

@@ -8,7 +8,8 @@ Two paths, chosen by the TensorRT major version (``_import.api_path``):
   created STRONGLY_TYPED from a model whose types state the precision: the float16-typed model
   (typed_models.fp16_typed_model) for FP16, the Q/DQ model of ``qbench.simulate.build_int8_model`` for
   INT8 (scales from the ranges table, which qbench computes on the CPU when none is given).
-Shared: optimization profiles for dynamic inputs, timing cache, engine cache, detailed profiling
+Shared: optimization profiles for dynamic inputs (``shapes.compute_profile``: --shapes, else min/max
+over the calibration samples), timing cache, engine cache, detailed profiling
 verbosity (so the inspector can report per-layer precision and fusions), layer-wise capture marks.
 
 Checked here: every TensorRT name used exists in the real bindings of the version whose path uses
@@ -28,6 +29,7 @@ from qbench import atomic
 from qbench.errors import MissingDependencyError, QbenchError
 from qbench.model import ModelGraph
 from qbench.ranges import Ranges
+from qbench.tensorrt.shapes import check_batch_size, compute_profile, data_digest, validate_shapes
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CAPTURE_MODES = ("none", "debug", "unfused", "outputs")
@@ -116,56 +118,76 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
     if precision == "int8" and ranges is None and dataset is None:
         raise QbenchError("INT8 needs calibration data (--data DIR) or a calibration cache/ranges file (--cache FILE)")
 
+    # user errors in --shapes / --batch-size are one line, before TensorRT or any model work
+    validate_shapes(options.shapes, graph.inputs)
+    check_batch_size(graph.inputs, options.calib_batch_size)
+
     # fail fast (one line) where TensorRT cannot build at all, before any CPU-side model work
     logger = make_logger(trt)
     builder = create_builder(trt, logger)
+    # The profile is decided by --shapes and the data, so it is computed before the cache lookup
+    # and goes into the key (a rebuild with other data must not hit an engine sized for the old).
+    profile_dims = compute_profile(graph.inputs, dataset, options)
     if path == "v11":
         onnx_model, ranges, more = _typed_model_v11(graph, precision, ranges, dataset, options)
         notes += more
     else:
         onnx_model = graph.model
     onnx_bytes = onnx_model.SerializeToString()
+    # 10.x parses the model file's own graph, so TensorRT can resolve external-data weights
+    # relative to the file; 11.x parses a typed copy made in memory (weights inline, which the
+    # 2 GB protobuf limit bounds: see docs/TENSORRT.md).
+    parse_path = str(Path(model)) if path == "v10" and isinstance(model, (str, Path)) else None
 
     result = BuildResult(b"", str(trt.__version__), path, describe_path(trt), precision, notes=notes)
     if options.engine_cache is not None:
-        gpu = _gpu_name(backend)
-        key = cache_key(onnx_bytes, precision, ranges.to_trt_cache() if ranges is not None else None,
-                        str(trt.__version__), gpu, _options_for_key(options))
-        result.cache_key = key
-        hit = EngineCache(options.engine_cache).get(key)
-        if hit is not None:
-            result.engine, result.from_cache = hit, True
-            result.capture = cap.plan_for_cached(options.capture)
-            return result
+        # 10.x INT8 calibrated by TensorRT has no ranges yet: the data decides them, so it keys them
+        calibrating = path == "v10" and precision == "int8" and ranges is None
+        data_key = data_digest(dataset, options.calib_limit) if calibrating else None
+        if calibrating and data_key is None:
+            notes.append("engine cache skipped: the calibration data is not a data folder qbench can fingerprint")
+        else:
+            gpu = _gpu_name(backend)
+            key = cache_key(onnx_bytes, precision, ranges.to_trt_cache() if ranges is not None else None,
+                            str(trt.__version__), gpu, _options_for_key(options), profile=profile_dims, data=data_key)
+            result.cache_key = key
+            hit = EngineCache(options.engine_cache).get(key)
+            if hit is not None:
+                result.engine, result.from_cache = hit, True
+                result.capture = cap.plan_for_cached(options.capture)
+                return result
 
     network = (_build_network_v11 if path == "v11" else _build_network_v10)(trt, builder)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_bytes):
+    if not parser.parse(onnx_bytes, path=parse_path):
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
         raise QbenchError(f"TensorRT's ONNX parser rejected the model: {errors[0] if errors else 'no detail'}"
                           + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    profile = _add_profile(trt, builder, network, config, graph, dataset, options)
+    profile = _add_profile(builder, network, config, profile_dims)
     timing = _load_timing_cache(config, options.timing_cache)
     calibrator = None
-    if path == "v10":
-        calibrator = _configure_v10(trt, config, network, precision, profile, dataset, ranges, cache_path, options, backend)
-    result.capture = cap.mark_network(network, options.capture, options.capture_tensors)
-
-    serialized = builder.build_serialized_network(network, config)
+    try:
+        if path == "v10":
+            calibrator = _configure_v10(trt, config, network, precision, profile, dataset, ranges, cache_path, options, backend)
+        result.capture = cap.mark_network(network, options.capture, options.capture_tensors)
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        # the calibrator holds device buffers; free them even when the build raises
+        if calibrator is not None:
+            _release_calibrator_v10(config, calibrator)
     if calibrator is not None:
         calibrator.raise_error()
         result.ranges_written = calibrator.written
-        calibrator.free()
     if serialized is None:
         why = logger.errors[-1] if logger.errors else "no error message from TensorRT"
         raise QbenchError(f"TensorRT could not build the {precision} engine: {why}")
     result.engine = bytes(serialized)
     if timing is not None and options.timing_cache is not None:
         atomic.write_bytes(options.timing_cache, bytes(config.get_timing_cache().serialize()))
-    if options.engine_cache is not None:
+    if options.engine_cache is not None and result.cache_key:
         EngineCache(options.engine_cache).put(result.cache_key, result.engine,
                                               {"precision": precision, "trt": result.trt_version, "path": path, "model": graph.name})
     return result
@@ -199,6 +221,12 @@ def _configure_v10(trt, config, network, precision, profile, dataset, ranges, ca
     if profile is not None:
         config.set_calibration_profile(profile)
     return calibrator
+
+
+def _release_calibrator_v10(config, calibrator):
+    calibrator.free()
+    # the config keeps the Python calibrator alive through the bindings; drop it with its buffers
+    config.int8_calibrator = None
 
 
 # -- TensorRT 11.x: strongly typed networks ------------------------------------------------------
@@ -236,8 +264,8 @@ def _dataset(data, graph: ModelGraph):
     return load_dataset(data, graph.inputs)
 
 
-def _add_profile(trt, builder, network, config, graph, dataset, options):
-    """One optimization profile covering every dynamic input, or None when all shapes are fixed."""
+def _add_profile(builder, network, config, profile_dims: dict):
+    """One optimization profile covering every dynamic network input, or None when all shapes are fixed."""
     dynamic = {}
     for i in range(network.num_inputs):
         t = network.get_input(i)
@@ -246,16 +274,11 @@ def _add_profile(trt, builder, network, config, graph, dataset, options):
             dynamic[t.name] = shape
     if not dynamic:
         return None
-    sample = next(iter(dataset.batches(options.calib_batch_size, 1))) if dataset is not None else {}
     profile = builder.create_optimization_profile()
     for name, shape in dynamic.items():
-        if name in options.shapes:
-            lo, opt, hi = (tuple(int(d) for d in s) for s in options.shapes[name])
-        elif name in sample:
-            opt = tuple(int(d) for d in np.shape(sample[name]))
-            lo, hi = (1,) + opt[1:], opt
-        else:
+        if name not in profile_dims:
             raise QbenchError(f"input {name!r} has dynamic shape {shape}: give --shapes or calibration data to size it")
+        lo, opt, hi = profile_dims[name]
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
     return profile

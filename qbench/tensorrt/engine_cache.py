@@ -1,6 +1,7 @@
 """Engines cached on disk, keyed by everything that changes what TensorRT builds: the ONNX model
-handed to the parser, the precision, the ranges, the TensorRT version, the GPU and the build
-options. A key never matches an engine built by another TensorRT or for another GPU, which would
+handed to the parser, the precision, the ranges, the TensorRT version, the GPU, the build
+options, the optimization profile (which the data can decide) and, where TensorRT calibrates
+(10.x INT8 without a ranges table), a digest of the calibration data. A key never matches an engine built by another TensorRT or for another GPU, which would
 fail to deserialize (or, worse, run slower than it should)."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def default_dir() -> Path:
 
 
 def cache_key(onnx_bytes: bytes, precision: str, ranges_bytes: bytes | None, trt_version: str, gpu: str,
-              options: dict | None = None) -> str:
+              options: dict | None = None, *, profile: dict | None = None, data: str | None = None) -> str:
     h = hashlib.sha256()
     for part in (
         hashlib.sha256(onnx_bytes).hexdigest(),
@@ -31,6 +32,8 @@ def cache_key(onnx_bytes: bytes, precision: str, ranges_bytes: bytes | None, trt
         trt_version,
         gpu,
         json.dumps(options or {}, sort_keys=True, default=str),
+        json.dumps({k: [list(d) for d in v] for k, v in (profile or {}).items()}, sort_keys=True),
+        data or "-",
     ):
         h.update(part.encode("utf-8"))
         h.update(b"\0")

@@ -19,6 +19,37 @@ _PRECISIONS = [("fp32", "FP32"), ("fp16", "FP16"), ("bf16", "BF16"), ("fp8", "FP
 _ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
 
 
+class LoadedEngine:
+    """A deserialized engine with the Runtime that made it: the engine must not outlive its
+    Runtime, so both are held here for as long as the engine is used."""
+
+    def __init__(self, runtime, engine, logger):
+        self.runtime, self.engine, self.logger = runtime, engine, logger
+
+
+def load_engine(path, trt=None) -> LoadedEngine:
+    """Only deserialize an engine file (for inspection): no execution context, CUDA stream or device
+    buffers, unlike runner.TrtRunner, so nothing needs closing."""
+    from pathlib import Path
+
+    from qbench.errors import MissingDependencyError
+    from qbench.tensorrt._import import import_trt
+    from qbench.tensorrt.builder import make_logger
+
+    trt = trt or import_trt()
+    data = Path(path).read_bytes()
+    logger = make_logger(trt)
+    try:
+        runtime = trt.Runtime(logger)
+    except TypeError as exc:  # the bindings raise TypeError when libnvinfer returns no runtime
+        raise MissingDependencyError(f"TensorRT could not create a Runtime ({exc}): its libraries or a GPU are missing") from None
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        why = logger.errors[-1] if logger.errors else "built by another TensorRT version or for another GPU?"
+        raise QbenchError(f"TensorRT could not deserialize {path}: {why}")
+    return LoadedEngine(runtime, engine, logger)
+
+
 def engine_information(engine, trt) -> dict:
     inspector = engine.create_engine_inspector()
     text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
@@ -32,6 +63,16 @@ def parse_layer_info(text: str, source: str = "layer info") -> dict:
         raise QbenchError(f"{source}: not JSON ({exc})") from None
     if not isinstance(info, dict) or not isinstance(info.get("Layers"), list):
         raise QbenchError(f"{source}: expected TensorRT layer information (a JSON object with 'Layers')")
+    # layers_frame reads dict layers' Inputs/Outputs as lists of dicts: check that here, so a
+    # malformed file is one line instead of an AttributeError
+    for i, layer in enumerate(info["Layers"]):
+        if isinstance(layer, str):
+            continue
+        ok = isinstance(layer, dict) and all(
+            layer.get(key) is None or (isinstance(layer[key], list) and all(isinstance(t, dict) for t in layer[key]))
+            for key in ("Inputs", "Outputs"))
+        if not ok:
+            raise QbenchError(f"{source}: layer {i} is malformed")
     return info
 
 
