@@ -54,6 +54,22 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return folder
 
 
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Say in one line, before long work starts, why ``path`` could not become an output folder;
+    create nothing (a run that fails later must not leave an empty folder behind)."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise QbenchError(f"cannot write into {folder}: it is a file, not a folder")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise QbenchError(f"cannot create the folder {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise QbenchError(f"cannot create the folder {folder}: {existing} is not writable")
+    return folder
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

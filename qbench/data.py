@@ -10,6 +10,9 @@ no stage ever holds the whole dataset.
 from __future__ import annotations
 
 import json
+import numbers
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -48,10 +51,15 @@ class ImagePreprocess:
         if "size" not in d:
             raise QbenchError("manifest: each image input needs a 'size': [height, width]")
         d = {k: v for k, v in d.items() if k in known}
-        d["size"] = tuple(int(v) for v in d["size"])
+        d["size"] = _size(d["size"])
+        channels = 1 if d.get("channel_order") == "GRAY" else 3
         for key in ("mean", "std"):
             if key in d:
-                d[key] = tuple(float(v) for v in d[key])
+                d[key] = _per_channel(key, d[key], channels)
+        if "scale" in d:
+            d["scale"] = _number("scale", d["scale"])
+        if "dtype" in d:
+            d["dtype"] = _float_dtype(d["dtype"])
         pre = cls(**d)
         if pre.resize not in ("stretch", "letterbox"):
             raise QbenchError(f"manifest: resize must be 'stretch' or 'letterbox', not {pre.resize!r}")
@@ -91,6 +99,41 @@ class ImagePreprocess:
         return np.ascontiguousarray(arr[None], dtype=self.dtype)
 
 
+def _is_number(v) -> bool:
+    # bool is an int to Python, but `true` in a manifest is a mistake, not 1
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _size(value) -> tuple[int, int]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(_is_number(v) and v == int(v) and v > 0 for v in value)):
+        raise QbenchError(f"manifest: 'size' must be [height, width], two positive integers, not {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _per_channel(key: str, value, channels: int) -> tuple:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if len(values) not in (1, channels) or not all(_is_number(v) for v in values):
+        raise QbenchError(f"manifest: {key!r} must be 1 or {channels} numbers (one per channel), not {value!r}")
+    return tuple(float(v) for v in values) * (channels if len(values) == 1 else 1)
+
+
+def _number(key: str, value) -> float:
+    if not _is_number(value):
+        raise QbenchError(f"manifest: {key!r} must be a number, not {value!r}")
+    return float(value)
+
+
+def _float_dtype(value) -> str:
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind != "f":
+        raise QbenchError(f"manifest: 'dtype' must be a float type such as 'float32' or 'float16', not {value!r}")
+    return dtype.name
+
+
 @dataclass
 class Dataset:
     """The samples of one data folder, checked against one model's inputs."""
@@ -124,8 +167,18 @@ class Dataset:
             raise QbenchError(f"batch size must be at least 1, not {batch_size}")
         n = len(self) if limit is None else min(limit, len(self))
         for start in range(0, n, batch_size):
-            parts = [self.sample(i) for i in range(start, min(start + batch_size, n))]
-            yield {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+            indices = range(start, min(start + batch_size, n))
+            parts = [self.sample(i) for i in indices]
+            yield {k: self._stack(k, parts, indices) for k in parts[0]}
+
+    def _stack(self, name: str, parts: list[Sample], indices: range) -> np.ndarray:
+        first = parts[0][name].shape[1:]
+        for part, i in zip(parts, indices):
+            if part[name].shape[1:] != first:
+                raise QbenchError(
+                    f"{self.files[i]}: input {name!r} has shape {part[name].shape}, but {self.files[indices[0]]} has "
+                    f"{parts[0][name].shape}; batch_size > 1 needs samples of equal shapes (use batch size 1)")
+        return np.concatenate([p[name] for p in parts], axis=0)
 
 
 def load_dataset(root: str | Path, inputs: list[InputSpec]) -> Dataset:
@@ -186,27 +239,44 @@ def _dataset_from_manifest(root: Path, manifest: dict, inputs: list[InputSpec]) 
     return Dataset(root, inputs, files, "images", {name: ImagePreprocess.from_dict(spec)})
 
 
-def _load_arrays(path: Path, inputs: list[InputSpec]) -> Sample:
+def _read_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """The array of a .npy file, or every member of a .npz file. An .npz member is only read when
+    it is indexed, so that happens here too, where its errors become one clear line."""
     try:
         loaded = np.load(path, allow_pickle=False)  # never unpickle user data
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            members = {k: loaded[k] for k in loaded.files}
     except ValueError as exc:
-        raise QbenchError(f"{path}: cannot load without unpickling ({exc}); save plain numeric arrays") from None
-    except (OSError, EOFError) as exc:
+        if "pickle" not in str(exc):  # numpy says allow_pickle=False for object arrays; else a bad header
+            raise QbenchError(f"{path}: not a readable .npy/.npz file ({exc})") from None
+        raise QbenchError(f"{path}: cannot load without unpickling ({exc}); save plain numeric arrays "
+                          "(data is never unpickled)") from None
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
         raise QbenchError(f"{path}: not a readable .npy/.npz file ({exc})") from None
+    # numpy hands back the raw bytes of a member that is not a .npy array
+    odd = [k for k, v in members.items() if not isinstance(v, np.ndarray)]
+    if odd:
+        raise QbenchError(f"{path}: not a readable .npy/.npz file (member {odd[0]!r} is not a .npy array)")
+    return members
+
+
+def _load_arrays(path: Path, inputs: list[InputSpec]) -> Sample:
+    loaded = _read_arrays(path)
     if isinstance(loaded, np.ndarray):
         if len(inputs) != 1:
             raise QbenchError(f"{path}: a .npy file feeds one input, but the model has {len(inputs)}; use .npz with one key per input")
         sample = {inputs[0].name: loaded}
     else:
-        with loaded:
-            sample = {k: loaded[k] for k in loaded.files}
+        sample = loaded
         missing = [i.name for i in inputs if i.name not in sample]
         if missing:
             raise QbenchError(f"{path}: missing arrays for inputs {missing} (has {sorted(sample)})")
         sample = {i.name: sample[i.name] for i in inputs}
     for spec in inputs:
         arr = sample[spec.name]
-        if arr.ndim == len(spec.shape) - 1:
+        if spec.shape is not None and arr.ndim == len(spec.shape) - 1:
             sample[spec.name] = arr[None]  # a single sample saved without its batch dimension
     return sample
 
@@ -218,16 +288,21 @@ def check_sample(sample: Sample, inputs: list[InputSpec], source: object = "samp
         arr = sample[spec.name]
         if arr.dtype != spec.dtype:
             raise QbenchError(f"{source}: input {spec.name!r} has dtype {arr.dtype}, the model expects {spec.dtype}")
-        if arr.ndim != len(spec.shape):
-            raise QbenchError(
-                f"{source}: input {spec.name!r} has shape {arr.shape} ({arr.ndim}-D), the model expects {len(spec.shape)}-D {_fmt_shape(spec.shape)}"
-            )
-        for axis, (got, want) in enumerate(zip(arr.shape, spec.shape)):
-            if isinstance(want, int) and want > 0 and got != want and axis > 0:
-                raise QbenchError(f"{source}: input {spec.name!r} has shape {arr.shape}, the model expects {_fmt_shape(spec.shape)}")
+        if spec.shape is not None:
+            _check_shape(arr, spec, source)
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             bad = int(np.size(arr) - np.isfinite(arr).sum())
             raise QbenchError(f"{source}: input {spec.name!r} holds {bad} NaN/Inf values")
+
+
+def _check_shape(arr: np.ndarray, spec: InputSpec, source: object) -> None:
+    if arr.ndim != len(spec.shape):
+        raise QbenchError(
+            f"{source}: input {spec.name!r} has shape {arr.shape} ({arr.ndim}-D), the model expects {len(spec.shape)}-D {_fmt_shape(spec.shape)}"
+        )
+    for axis, (got, want) in enumerate(zip(arr.shape, spec.shape)):
+        if isinstance(want, int) and want > 0 and got != want and axis > 0:
+            raise QbenchError(f"{source}: input {spec.name!r} has shape {arr.shape}, the model expects {_fmt_shape(spec.shape)}")
 
 
 def _fmt_shape(shape: tuple) -> str:

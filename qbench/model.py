@@ -39,7 +39,7 @@ class TensorInfo:
 class InputSpec:
     name: str
     elem_type: int
-    shape: tuple  # ints for fixed dims, strings or None for dynamic ones
+    shape: tuple | None  # ints for fixed dims, strings or None for dynamic ones; None: unknown rank
 
     @property
     def dtype(self) -> np.dtype:
@@ -59,13 +59,22 @@ def load_model(path: str | Path) -> onnx.ModelProto:
         raise QbenchError(f"{p} is not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'parse error'})") from None
     if not model.graph.node:
         raise QbenchError(f"{p} is not an ONNX model with a graph (no nodes found)")
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        # exporters often leave small spec violations (an output without a shape) that ONNX Runtime
-        # and TensorRT accept; refuse only what ONNX Runtime refuses (the runner says so in one line)
-        log.warning("qbench: warning: %s does not pass the ONNX checker: %s", p, str(exc).splitlines()[0])
+    _check(p)
     return model
+
+
+def _check(path: Path) -> None:
+    """Run the ONNX checker, warning only.
+
+    By path, because the checker refuses an in-memory proto over 2 GB (external data) with a
+    ValueError; it can still refuse such a model by path (ValueError too), which is no reason to
+    stop. Exporters often leave small spec violations (an output without a shape) that ONNX Runtime
+    and TensorRT accept; refuse only what ONNX Runtime refuses (the runner says so in one line)."""
+    try:
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning("qbench: warning: %s does not pass the ONNX checker: %s", path, first)
 
 
 def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -91,7 +100,23 @@ def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def model_digest(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:16]
+    try:
+        return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:16]
+    except ValueError:
+        # protobuf cannot serialise a message over 2 GB: hash the graph without the weights, then
+        # each weight on its own (same digest on every run, never the whole proto in one buffer)
+        return _digest_in_parts(model)
+
+
+def _digest_in_parts(model: onnx.ModelProto) -> str:
+    h = hashlib.sha256()
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    del skeleton.graph.initializer[:]
+    h.update(skeleton.SerializeToString(deterministic=True))
+    for tensor in model.graph.initializer:
+        h.update(tensor.SerializeToString(deterministic=True))
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -132,9 +157,33 @@ class ModelGraph:
             if vi.name in self.initializer_names:
                 continue  # old exporters list weights as inputs too
             tt = vi.type.tensor_type
+            if not tt.HasField("shape"):
+                specs.append(InputSpec(vi.name, tt.elem_type, None))  # unknown rank: nothing to check
+                continue
             dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
             specs.append(InputSpec(vi.name, tt.elem_type, dims))
         return specs
+
+    @cached_property
+    def node_names(self) -> list[str]:
+        """Display name of every node, by node index: its own name, or ``{op_type}_{index}`` for an
+        unnamed node (suffixed until it clashes with no other name), so every stage and the user
+        refer to a node by the same string."""
+        nodes = self.model.graph.node
+        taken = {n.name for n in nodes if n.name}
+        names = []
+        for index, node in enumerate(nodes):
+            if node.name:
+                names.append(node.name)
+                continue
+            name = base = f"{node.op_type}_{index}"
+            suffix = 1
+            while name in taken:
+                name = f"{base}_{suffix}"
+                suffix += 1
+            taken.add(name)
+            names.append(name)
+        return names
 
     @cached_property
     def output_names(self) -> list[str]:
@@ -160,7 +209,7 @@ class ModelGraph:
         outputs = set(self.output_names)
         infos = []
         for node_index, node in enumerate(self.model.graph.node):
-            node_name = node.name or f"{node.op_type}_{node_index}"
+            node_name = self.node_names[node_index]
             for out in node.output:
                 if not out:
                     continue
@@ -172,6 +221,18 @@ class ModelGraph:
         """Activations worth calibrating and comparing: float-typed ones (unknown types are kept,
         since shape inference cannot type every custom op)."""
         return [t for t in self.tensors if t.elem_type is None or t.elem_type in FLOAT_TYPES]
+
+    @cached_property
+    def range_tensors(self) -> list[str]:
+        """Tensors that need an INT8 range: float graph inputs (TensorRT caches include them) then
+        every float activation, in graph order."""
+        names = [spec.name for spec in self.inputs if spec.dtype.kind == "f"]
+        seen = set(names)
+        for info in self.float_tensors:
+            if info.name not in seen:
+                seen.add(info.name)
+                names.append(info.name)
+        return names
 
     @cached_property
     def producer(self) -> dict[str, onnx.NodeProto]:

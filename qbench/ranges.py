@@ -188,8 +188,8 @@ class Ranges:
         """Compare these ranges with a model: names the model lacks (and whether the whole table looks
         made for another model), model tensors without a range, and unusable values (NaN, infinite,
         negative, zero, absurdly large or small). Reports; ``raise_for_errors()`` turns it into one line."""
-        model_names = [s.name for s in graph.inputs] + [t.name for t in graph.float_tensors]
-        known = set(model_names) | {t.name for t in graph.tensors}
+        model_names = graph.range_tensors  # the same list calibration fills: no int64 inputs
+        known = set(model_names) | {s.name for s in graph.inputs} | {t.name for t in graph.tensors}
         check = RangeCheck(source=source, model=getattr(graph, "name", "model"), total=len(self.entries))
         for name, entry in self.entries.items():
             if name not in known:

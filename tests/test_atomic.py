@@ -40,3 +40,11 @@ def test_unusable_destinations_are_one_line(tmp_path):
         atomic.write_text(a_file / "inside.json", "{}")
     with pytest.raises(QbenchError, match="it is a folder"):
         atomic.write_text(tmp_path, "{}")
+
+
+def test_output_dir_check_creates_nothing(tmp_path):
+    target = tmp_path / "a" / "b"
+    assert atomic.check_output_dir(target) == target and not (tmp_path / "a").exists()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(QbenchError, match="is a file"):
+        atomic.check_output_dir(tmp_path / "f" / "sub")

@@ -14,7 +14,7 @@ import numpy as np
 from qbench.calibrate.collector import HistogramCollector, calibration_tensors, collect
 from qbench.calibrate.entropy import entropy_amax, entropy_divergences
 from qbench.calibrate.histogram import MAX_BINS, NUM_BINS, TensorHistogram
-from qbench.calibrate.methods import DEFAULT_PERCENTILE, METHODS, TRT_ALGORITHM, amax_for, check_method, percentile_amax
+from qbench.calibrate.methods import DEFAULT_PERCENTILE, METHODS, TRT_ALGORITHM, amax_for, check_method, check_percentile, percentile_amax
 from qbench.model import ModelGraph
 from qbench.ranges import DEFAULT_TRT_VERSION, Ranges, TensorRange
 
@@ -34,6 +34,8 @@ def calibrate(model: str | Path | ModelGraph, data, *, method: str = "entropy", 
     iterable of ``{input name: batch array}`` feeds (then ``batch_size``/``limit`` do not apply).
     """
     check_method(method)
+    if method == "percentile":
+        check_percentile(percentile)
     graph = model if isinstance(model, ModelGraph) else ModelGraph.from_path(model)
     batches, total = _batches(graph, data, batch_size, limit)
     collector = collect(graph, batches, num_bins=num_bins, max_bins=max_bins, threads=threads,

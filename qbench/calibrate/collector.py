@@ -18,15 +18,8 @@ from qbench.runners import OrtRunner
 
 
 def calibration_tensors(graph: ModelGraph) -> list[str]:
-    """Tensors that get a range: float graph inputs (TensorRT caches include them) then every float
-    activation, in graph order."""
-    names = [spec.name for spec in graph.inputs if spec.dtype.kind == "f"]
-    seen = set(names)
-    for info in graph.float_tensors:
-        if info.name not in seen:
-            seen.add(info.name)
-            names.append(info.name)
-    return names
+    """Tensors that get a range (``ModelGraph.range_tensors``, shared with ``Ranges.check_against``)."""
+    return list(graph.range_tensors)
 
 
 class HistogramCollector:

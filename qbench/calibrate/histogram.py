@@ -37,16 +37,29 @@ def _index(y, inv, top, idx):
 
 
 @numba.njit(nogil=True, cache=True)
-def _fold(x, counts, width):
+def _halve(c):
+    """Merge neighbouring bins of ``c`` in pairs (exact: every coarse edge is an old edge)."""
+    out = np.zeros((c.size + 1) // 2, dtype=c.dtype)
+    for b in range(c.size):
+        out[b // 2] += c[b]
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _fold(x, counts, width, max_bins):
     """Add |x| to ``counts`` (bins of ``width`` starting at 0), growing it with bins of the same width
-    when a value lies past the end. Returns (counts, min, max, zeros, nonfinite).
+    when a value lies past the end. Returns (counts, width, merges, min, max, zeros, nonfinite).
+
+    A value far past the end would need ``ceil(max / width)`` bins, possibly billions: before
+    growing, bins are merged in pairs (width doubled, ``merges`` counted) until at most
+    ``max_bins`` cover it, so memory stays bounded whatever the data.
 
     Bin increments go to 4 interleaved sub-histograms: mostly-zero (post-ReLU) tensors hit bin 0 over
     and over, and one histogram would serialise on that store-to-load dependency. int32 sub-counts
     keep them in L1/L2; the caller splits arrays of 2**31 values or more."""
     n = x.size
     nb = counts.size
-    inv = 1.0 / width
+    merges = 0
     bits = x.view(np.int32)
     lo = np.float32(np.inf)
     hi = np.float32(-np.inf)
@@ -75,6 +88,14 @@ def _fold(x, counts, width):
         if chi > hi:
             hi = chi
         zeros += z
+        # compared as floats: amax / width may not fit an int
+        while amax / width > max_bins:
+            counts = _halve(counts)
+            s0, s1, s2, s3 = _halve(s0), _halve(s1), _halve(s2), _halve(s3)
+            nb = s0.size
+            width *= 2.0
+            merges += 1
+        inv = 1.0 / width
         if amax > nb * width:
             grown = int(math.ceil(amax / width))
             t0 = np.zeros(grown, dtype=np.int32)
@@ -110,20 +131,31 @@ def _fold(x, counts, width):
     out[: counts.size] = counts
     for b in range(nb):
         out[b] += np.int64(s0[b]) + np.int64(s1[b]) + np.int64(s2[b]) + np.int64(s3[b])
-    return out, lo, hi, zeros, nonfinite
+    return out, width, merges, lo, hi, zeros, nonfinite
 
 
 _SPLIT = 1 << 30  # well under the int32 sub-counts' limit
 
 
-def _fold_split(x, counts, width):
+def _fold_split(x, counts, width, max_bins):
     if x.size <= _SPLIT:
-        return _fold(x, counts, width)
-    lo, hi, zeros, nonfinite = math.inf, -math.inf, 0, 0
+        return _fold(x, counts, width, max_bins)
+    lo, hi, zeros, nonfinite, merges = math.inf, -math.inf, 0, 0, 0
     for start in range(0, x.size, _SPLIT):
-        counts, l, h, z, nf = _fold(x[start:start + _SPLIT], counts, width)
-        lo, hi, zeros, nonfinite = min(lo, l), max(hi, h), zeros + z, nonfinite + nf
-    return counts, lo, hi, zeros, nonfinite
+        counts, width, m, l, h, z, nf = _fold(x[start:start + _SPLIT], counts, width, max_bins)
+        lo, hi, zeros, nonfinite, merges = min(lo, l), max(hi, h), zeros + z, nonfinite + nf, merges + m
+    return counts, width, merges, lo, hi, zeros, nonfinite
+
+
+def percentile_edge(counts: np.ndarray, edges: np.ndarray, percentile: float) -> float:
+    """modelopt's ``_compute_amax_percentile``: the edge where the CDF reaches ``percentile``. The one
+    convention for ``--method percentile`` and the reported p50..p99.99, so they agree."""
+    total = counts.sum()
+    if total == 0:
+        return 0.0
+    cdf = np.cumsum(counts / total)
+    idx = int(np.searchsorted(cdf, percentile / 100))
+    return float(edges[min(idx, len(edges) - 1)])
 
 
 @dataclass
@@ -171,15 +203,23 @@ class TensorHistogram:
             # the first non-zero batch fixes the width, as modelopt's first collect() does
             self.width = float(np.float32(top)) / self.num_bins
             counts = np.zeros(self.num_bins, dtype=np.int64)
-            counts, *_ = _fold_split(x, counts, self.width)
+            counts, self.width, merges, *_ = _fold_split(x, counts, self.width, self._fold_bins)
+            self.merges += merges
             counts[0] += self.pending_zeros
             self.pending_zeros = 0
             self.counts = counts
         else:
-            counts, lo, hi, zeros, nonfinite = _fold_split(x, self.counts, self.width)
+            counts, self.width, merges, lo, hi, zeros, nonfinite = _fold_split(x, self.counts, self.width, self._fold_bins)
             self.counts = counts
+            self.merges += merges
             self._note(lo, hi, zeros, nonfinite, x.size - nonfinite)
         self._bound()
+
+    @property
+    def _fold_bins(self) -> int:
+        # a first batch may need num_bins (+1 for rounding) even when max_bins is smaller; _bound
+        # merges those down afterwards, as it always did
+        return max(self.max_bins, self.num_bins + 1)
 
     def _note(self, lo, hi, zeros, nonfinite, finite) -> None:
         if finite:
@@ -199,12 +239,11 @@ class TensorHistogram:
             self.merges += 1
 
     def percentile(self, q: float) -> float:
-        """The |x| below which ``q`` percent of the values lie, to bin resolution (upper bin edge)."""
+        """The |x| below which ``q`` percent of the values lie, to bin resolution, by the same rule as
+        ``--method percentile`` (``percentile_edge``)."""
         if self.counts is None or self.total == 0:
             return 0.0
-        cdf = np.cumsum(self.counts)
-        idx = int(np.searchsorted(cdf, q / 100.0 * cdf[-1]))
-        return float(min(idx + 1, len(self.counts)) * self.width)
+        return percentile_edge(self.counts, self.edges, q)
 
     def summary(self) -> dict:
         """Plain numbers for reports (JSON-safe)."""

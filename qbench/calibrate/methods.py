@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from qbench.calibrate.entropy import entropy_amax
-from qbench.calibrate.histogram import TensorHistogram
+from qbench.calibrate.histogram import TensorHistogram, percentile_edge
 from qbench.errors import QbenchError
 
 METHODS = ("entropy", "minmax", "percentile")
@@ -40,9 +42,11 @@ def percentile_amax(hist: np.ndarray, edges: np.ndarray, percentile: float) -> f
     """modelopt's ``_compute_amax_percentile``: the edge where the CDF reaches ``percentile``."""
     if not 0 <= percentile <= 100:
         raise QbenchError(f"percentile must be between 0 and 100, not {percentile}")
-    total = hist.sum()
-    if total == 0:
-        return 0.0
-    cdf = np.cumsum(hist / total)
-    idx = int(np.searchsorted(cdf, percentile / 100))
-    return float(edges[min(idx, len(edges) - 1)])
+    return percentile_edge(hist, edges, percentile)
+
+
+def check_percentile(percentile: float) -> float:
+    """Refuse a percentile outside (0, 100] before any work is done, not after the ORT pass."""
+    if not isinstance(percentile, numbers.Real) or isinstance(percentile, bool) or not 0 < percentile <= 100:
+        raise QbenchError(f"percentile must be above 0 and at most 100, not {percentile}")
+    return percentile

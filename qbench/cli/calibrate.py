@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qbench.atomic import ensure_dir
+from qbench.atomic import check_output_dir
 
 from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
 
@@ -37,7 +37,7 @@ def calibrate_command(model, data, method, percentile, batch_size, limit, cache,
         cache = Path(f"{Path(model).stem}.{method}.cache")
     for target in (cache, json_path):
         if target is not None:
-            ensure_dir(target.parent)  # refuse an unusable destination before the calibration pass
+            check_output_dir(target.parent)  # refuse an unusable destination before the calibration pass
     ranges = calibrate(model, data, method=method, batch_size=batch_size, limit=limit, percentile=percentile,
                        progress=not quiet, trt_version=trt_version or DEFAULT_TRT_VERSION)
     samples = max((e.samples for e in ranges.entries.values()), default=0)

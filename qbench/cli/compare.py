@@ -139,9 +139,9 @@ def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runn
 
     extras = [_layer_section(layer_info)] if layer_info is not None else []
     if out_dir is not None:
-        from qbench.atomic import ensure_dir
+        from qbench.atomic import check_output_dir
 
-        ensure_dir(out_dir)  # an unusable --out is refused now, not after the whole comparison
+        check_output_dir(out_dir)  # an unusable --out is refused now, not after the whole comparison
     graph = ModelGraph.from_path(model)
     data = data_dir or DEFAULT_DATA
     dataset = load_dataset(data, graph.inputs)

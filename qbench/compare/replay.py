@@ -40,13 +40,17 @@ class ReplayResult:
     note: str = ""  # why it was not replayed, when it was not
 
 
-def _value_info(name: str) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+def _value_info(name: str, elem_type: int = onnx.TensorProto.FLOAT) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem_type, None)
 
 
 def _small_model(source: onnx.ModelProto, nodes: list[onnx.NodeProto], inputs: list[str], output: str,
-                 initializers: list[onnx.TensorProto]) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, f"replay_{output}", [_value_info(n) for n in inputs], [_value_info(output)], initializers)
+                 initializers: list[onnx.TensorProto], input_types: dict[str, int] | None = None) -> onnx.ModelProto:
+    """``input_types``: element type of each input where known (else FLOAT); before a run,
+    ``_typed_inputs`` sets them from the reference values actually fed."""
+    types = input_types or {}
+    inputs_vi = [_value_info(n, types.get(n, onnx.TensorProto.FLOAT)) for n in inputs]
+    graph = helper.make_graph(nodes, f"replay_{output}", inputs_vi, [_value_info(output)], initializers)
     model = helper.make_model(graph, opset_imports=list(source.opset_import), producer_name="qbench-replay")
     model.ir_version = source.ir_version
     return model
@@ -107,7 +111,7 @@ def one_node_model(graph: ModelGraph, node: onnx.NodeProto, tensor: str) -> tupl
     used = [inits[i] for i in dict.fromkeys(node.input) if i in inits]
     single = onnx.NodeProto()
     single.CopyFrom(node)
-    return _small_model(graph.model, [single], inputs, tensor, used), inputs
+    return _small_model(graph.model, [single], inputs, tensor, used, graph.elem_types), inputs
 
 
 def run_isolated(model: onnx.ModelProto, feed: dict[str, np.ndarray], output: str) -> np.ndarray:
@@ -115,6 +119,15 @@ def run_isolated(model: onnx.ModelProto, feed: dict[str, np.ndarray], output: st
 
     runner = OrtRunner(model, name=f"replay {output}", capture=None, optimize=False, threads=1)
     return runner.run(feed)[output]
+
+
+def _typed_inputs(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """Declare each input with the dtype of the reference value fed to it, so that int64 indices
+    and bool masks reach their nodes as they did in the reference run (fed uncast)."""
+    for vi in model.graph.input:
+        if vi.name in feed:
+            vi.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(feed[vi.name].dtype)
+    return model
 
 
 def replay_tensor(tensor: str, ref_values: dict[str, np.ndarray], *, graph: ModelGraph,
@@ -133,7 +146,8 @@ def replay_tensor(tensor: str, ref_values: dict[str, np.ndarray], *, graph: Mode
         missing = [i for i in inputs if i not in ref_values]
         if missing:
             return ReplayResult(tensor, None, [], f"reference did not capture input {missing[0]!r}")
-        out = run_isolated(small, {i: np.asarray(ref_values[i], dtype=np.float32) for i in inputs}, tensor)
+        feed = {i: np.asarray(ref_values[i]) for i in inputs}
+        out = run_isolated(_typed_inputs(small, feed), feed, tensor)
     except QbenchError as exc:
         return ReplayResult(tensor, None, [], str(exc))
     ref = ref_values[tensor]

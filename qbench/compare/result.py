@@ -77,12 +77,14 @@ class Comparison:
             raise QbenchError(f"no comparison.json in {directory}")
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError(f"a JSON {type(doc).__name__}, not an object")
             if doc.get("format") != FORMAT:
                 raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
             tensors = pd.DataFrame([_unjson(r) for r in doc["tensors"]])
             per_sample = pd.DataFrame([_unjson(r) for r in doc["per_sample"]])
             unmatched = [(u["tensor"], u["reason"]) for u in doc["unmatched"]]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise QbenchError(f"{p}: not a qbench comparison ({exc})") from None
         return cls(tensors, per_sample, unmatched, doc.get("findings", []), doc.get("meta", {}))
 
@@ -109,5 +111,18 @@ def _jsonable(obj):
     return obj
 
 
+# Columns that may hold text: a tensor or node named "inf" stays a string there.
+TEXT_COLUMNS = {"tensor", "node", "op_type", "shape", "status", "first_problem", "origin", "sample"}
+
+
 def _unjson(row: dict) -> dict:
-    return {k: (math.inf if v == "inf" else -math.inf if v == "-inf" else math.nan if v is None else v) for k, v in row.items()}
+    return {k: _unjson_value(v, k in TEXT_COLUMNS) for k, v in row.items()}
+
+
+def _unjson_value(v, text: bool):
+    """Undo ``_jsonable``: null is NaN; "inf"/"-inf" are infinities only in numeric columns."""
+    if v is None:
+        return math.nan
+    if text:
+        return v
+    return math.inf if v == "inf" else -math.inf if v == "-inf" else v

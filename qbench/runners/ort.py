@@ -13,7 +13,10 @@ from qbench.model import ModelGraph
 
 def expose_tensors(model: onnx.ModelProto, names: Iterable[str], elem_types: dict[str, int] | None = None) -> onnx.ModelProto:
     """A copy of ``model`` where each tensor in ``names`` is also a graph output, so one run returns
-    every intermediate activation (the model's own outputs stay first, in their order)."""
+    every intermediate activation (the model's own outputs stay first, in their order).
+
+    A tensor whose element type is unknown is declared without a type: ONNX Runtime then takes the
+    type it infers, where guessing FLOAT would make an int64 tensor fail the session load."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     existing = {o.name for o in out.graph.output}
@@ -22,7 +25,10 @@ def expose_tensors(model: onnx.ModelProto, names: Iterable[str], elem_types: dic
         if name in existing:
             continue
         existing.add(name)
-        out.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_types.get(name, onnx.TensorProto.FLOAT), None))
+        if name in elem_types:
+            out.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_types[name], None))
+        else:
+            out.graph.output.append(onnx.ValueInfoProto(name=name))
     return out
 
 

@@ -99,25 +99,39 @@ def copy_at_opset(model: onnx.ModelProto, minimum: int) -> onnx.ModelProto:
     return out
 
 
-def resolve_keep_float(graph: ModelGraph, keep_float) -> tuple[set[str], set[str]]:
-    """Split user names into tensors and nodes to keep in float32; unknown names are an error."""
+def resolve_keep_float(graph: ModelGraph, keep_float) -> tuple[set[str], set[int]]:
+    """Split user names into tensors and nodes (as node indices) to keep in float32; unknown names
+    are an error. Nodes are known by ``graph.node_names``, the names the report shows, so an
+    unnamed node is kept by its ``{op_type}_{index}`` name."""
     if isinstance(keep_float, str):
         keep_float = [keep_float]
     tensors: set[str] = set()
-    nodes: set[str] = set()
-    node_names = {n.name for n in graph.model.graph.node if n.name}
+    nodes: set[int] = set()
+    node_names: dict[str, list[int]] = {}
+    for index, display in enumerate(graph.node_names):
+        node_names.setdefault(display, []).append(index)  # a real name may be shared by several nodes
     known_tensors = {t.name for t in graph.tensors} | {i.name for i in graph.inputs} | graph.initializer_names
     unknown = []
     for name in keep_float or ():
         if name in known_tensors:
             tensors.add(name)
         elif name in node_names:
-            nodes.add(name)
+            nodes.update(node_names[name])
         else:
             unknown.append(name)
     if unknown:
         raise QbenchError(f"--keep-float: no tensor or node named {', '.join(map(repr, unknown))} in {graph.name}")
     return tensors, nodes
+
+
+def kept_node_names(graph: ModelGraph, nodes: set[int]) -> list[str]:
+    return sorted({graph.node_names[i] for i in nodes})
+
+
+def kept_node_outputs(graph: ModelGraph, nodes: set[int]) -> set[str]:
+    """The outputs of the kept nodes: they identify those nodes in a rewritten copy of the model,
+    where node indices may have moved (the opset converter can insert nodes)."""
+    return {out for i in nodes for out in graph.model.graph.node[i].output if out}
 
 
 def finish(model: onnx.ModelProto, what: str, source: onnx.ModelProto) -> onnx.ModelProto:

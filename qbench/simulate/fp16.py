@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qbench.model import ModelGraph
 from qbench.simulate import naming
-from qbench.simulate.common import SimulatedModel, as_graph, copy_at_opset, default_opset, finish, resolve_keep_float, warn
+from qbench.simulate.common import (SimulatedModel, as_graph, copy_at_opset, default_opset, finish, kept_node_names,
+                                    kept_node_outputs, resolve_keep_float, warn)
 from qbench.simulate.rewrite import Rewriter
 
 # Inputs that carry sizes or coordinates rather than data: TensorRT computes them in float32 as
@@ -43,9 +44,9 @@ def build_fp16_model(graph, keep_float=()) -> SimulatedModel:
     graph: ModelGraph = as_graph(graph)
     keep_tensors, keep_nodes = resolve_keep_float(graph, keep_float)
     model = copy_at_opset(graph.model, default_opset(graph.model))
-    rw = Rewriter(model, keep_nodes)
+    kept_producers = kept_node_outputs(graph, keep_nodes)
+    rw = Rewriter(model, kept_producers)
     types = graph.elem_types
-    kept_producers = {out for n in graph.model.graph.node if n.name in keep_nodes for out in n.output}
 
     inputs = [i.name for i in graph.inputs if i.elem_type == TensorProto.FLOAT]
     activations = [t.name for t in graph.tensors if types.get(t.name) == TensorProto.FLOAT]
@@ -63,7 +64,7 @@ def build_fp16_model(graph, keep_float=()) -> SimulatedModel:
 
     # Weights are rounded in place (a Cast pair on a constant would be folded away by ONNX
     # Runtime anyway); nodes kept in float get their own unrounded copy.
-    read_by_kept = {i for n in graph.model.graph.node if n.name in keep_nodes for i in n.input}
+    read_by_kept = {i for index in keep_nodes for i in graph.model.graph.node[index].input}
     weights, overflowed = [], []
     for tensor in model.graph.initializer:
         name = tensor.name
@@ -90,7 +91,7 @@ def build_fp16_model(graph, keep_float=()) -> SimulatedModel:
         quantized_inputs=[n for n in rounded if n not in produced],
         weights=weights,
         kept_float=sorted(keep_tensors),
-        kept_nodes=sorted(keep_nodes),
+        kept_nodes=kept_node_names(graph, keep_nodes),
         source=graph.name,
         overflowed_weights=overflowed,
     )

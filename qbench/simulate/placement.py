@@ -56,7 +56,8 @@ def weight_slot(node: onnx.NodeProto, initializers: set[str]) -> tuple[int, int 
     return None
 
 
-def plan_int8(graph: ModelGraph, keep_tensors: set[str] = frozenset(), keep_nodes: set[str] = frozenset()) -> Int8Plan:
+def plan_int8(graph: ModelGraph, keep_tensors: set[str] = frozenset(), keep_nodes: set[int] = frozenset()) -> Int8Plan:
+    """``keep_nodes``: node indices (``resolve_keep_float``), so unnamed nodes can be kept too."""
     initializers = graph.initializer_names
     input_names = {i.name for i in graph.inputs if i.elem_type == onnx.TensorProto.FLOAT}
     types = graph.elem_types
@@ -68,8 +69,8 @@ def plan_int8(graph: ModelGraph, keep_tensors: set[str] = frozenset(), keep_node
         return name in input_names or types.get(name) == onnx.TensorProto.FLOAT
 
     wanted: dict[str, str] = {}
-    for node in graph.model.graph.node:
-        if node.name in keep_nodes:
+    for index, node in enumerate(graph.model.graph.node):
+        if index in keep_nodes:
             continue
         op = node.op_type
         if op in WEIGHTED_OPS:

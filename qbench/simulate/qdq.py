@@ -16,7 +16,7 @@ from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.ranges import INT8_MAX, Ranges
 from qbench.simulate import naming
-from qbench.simulate.common import MIN_QDQ_OPSET, SimulatedModel, as_graph, copy_at_opset, finish, resolve_keep_float
+from qbench.simulate.common import MIN_QDQ_OPSET, SimulatedModel, as_graph, copy_at_opset, finish, kept_node_names, kept_node_outputs, resolve_keep_float
 from qbench.simulate.placement import plan_int8
 from qbench.simulate.rewrite import Rewriter
 
@@ -70,7 +70,7 @@ def build_int8_model(graph, ranges: Ranges, keep_float=()) -> SimulatedModel:
         raise QbenchError(f"no INT8 range for tensor {missing[0]!r}{more}: calibrate this model, or keep it in float with --keep-float")
 
     model = copy_at_opset(graph.model, MIN_QDQ_OPSET)
-    rw = Rewriter(model, keep_nodes)
+    rw = Rewriter(model, kept_node_outputs(graph, keep_nodes))
     for name in plan.activations:
         scale = activation_scale(name, ranges)
         source, target = rw.tap(name)
@@ -101,6 +101,6 @@ def build_int8_model(graph, ranges: Ranges, keep_float=()) -> SimulatedModel:
         quantized_inputs=[n for n in plan.activations if n not in produced],
         weights=list(plan.weights),
         kept_float=sorted(keep_tensors),
-        kept_nodes=sorted(keep_nodes),
+        kept_nodes=kept_node_names(graph, keep_nodes),
         source=graph.name,
     )

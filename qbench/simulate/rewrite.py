@@ -14,12 +14,13 @@ class Rewriter:
     A tap on a node output ``t`` renames the producer's output to ``t::float`` and makes the chain
     write ``t``; a tap on a graph input ``x`` makes the chain write ``x::sim`` and points the
     consumers there; a tap on an initializer ``w`` renames it ``w::float`` and the chain writes
-    ``w``. Nodes kept in float read the ``::float`` / original value instead of the chain's.
+    ``w``. Nodes kept in float read the ``::float`` / original value instead of the chain's; they
+    are given by their outputs (``keep_outputs``), since nodes may be unnamed.
     """
 
-    def __init__(self, model: onnx.ModelProto, keep_nodes: set[str] = frozenset()):
+    def __init__(self, model: onnx.ModelProto, keep_outputs: set[str] = frozenset()):
         self.model = model
-        self.keep_nodes = set(keep_nodes)
+        self.keep_outputs = set(keep_outputs)
         graph = model.graph
         self.graph_inputs = {i.name for i in graph.input}
         self.initializers = {t.name: t for t in graph.initializer}
@@ -63,7 +64,8 @@ class Rewriter:
         original = {new: old for old, new in self.renamed_outputs.items()}
         nodes = list(self.front)
         for node in list(graph.node):
-            reads = self.kept_reads if node.name in self.keep_nodes else self.input_reads
+            kept = any(out in self.keep_outputs for out in node.output if out)
+            reads = self.kept_reads if kept else self.input_reads
             for i, name in enumerate(node.input):
                 if name in reads:
                     node.input[i] = reads[name]
