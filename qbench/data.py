@@ -10,6 +10,7 @@ no stage ever holds the whole dataset.
 from __future__ import annotations
 
 import json
+import re
 import numbers
 import zipfile
 import zlib
@@ -181,6 +182,15 @@ class Dataset:
         return np.concatenate([p[name] for p in parts], axis=0)
 
 
+def sorted_files(paths) -> list[Path]:
+    """Files in natural order (sample2 before sample10): the order of the samples is the order a user
+    fed them elsewhere (to trtexec, say), and results imported from there are matched by position."""
+    def key(path: Path):
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+    return sorted(paths, key=key)
+
+
 def load_dataset(root: str | Path, inputs: list[InputSpec]) -> Dataset:
     """Find the samples in ``root`` for a model with these inputs."""
     root = Path(root)
@@ -191,10 +201,10 @@ def load_dataset(root: str | Path, inputs: list[InputSpec]) -> Dataset:
     manifest = _read_manifest(root)
     if manifest is not None:
         return _dataset_from_manifest(root, manifest, inputs)
-    arrays = sorted(p for p in root.rglob("*") if p.suffix.lower() in ARRAY_SUFFIXES)
+    arrays = sorted_files(p for p in root.rglob("*") if p.suffix.lower() in ARRAY_SUFFIXES)
     if arrays:
         return Dataset(root, inputs, arrays, "arrays")
-    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted_files(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if images:
         raise QbenchError(
             f"{root} holds images but no {MANIFEST}: write one that states size, channel_order, scale, mean and std "
@@ -233,7 +243,7 @@ def _dataset_from_manifest(root: Path, manifest: dict, inputs: list[InputSpec]) 
     pattern = spec.get("glob", "*")
     if not isinstance(pattern, str) or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
         raise QbenchError(f"{root / MANIFEST}: 'glob' must be a pattern inside the data folder, like 'images/*', not {pattern!r}")
-    files = sorted(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted_files(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise QbenchError(f"no images match {pattern!r} in {root}")
     return Dataset(root, inputs, files, "images", {name: ImagePreprocess.from_dict(spec)})

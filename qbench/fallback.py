@@ -178,6 +178,7 @@ class _Fixes:
         keep_tensors, keep_nodes = resolve_keep_float(graph, base)
         plan = plan_int8(graph, keep_tensors, keep_nodes)
         self.graph = graph
+        self.producer_info = {t.name: t for t in graph.tensors}
         self.base = set(base)
         self.quantized = set(plan.activations)
         self.weights = set(plan.weights)
@@ -186,9 +187,11 @@ class _Fixes:
         """The tensor first (one Q/DQ less), then its node (inputs and weights too): if keeping the
         tensor is not enough, the tensor stays flagged and the next step takes the node."""
         names = [tensor] if tensor in self.quantized else []
+        info = self.producer_info.get(tensor)
         node = self.graph.producer.get(tensor)
-        if node is not None and node.name and any(i in self.quantized or i in self.weights for i in node.input):
-            names.append(node.name)
+        # the display name, which --keep-float accepts for unnamed nodes too
+        if info is not None and node is not None and any(i in self.quantized or i in self.weights for i in node.input):
+            names.append(info.node)
         return names
 
 

@@ -133,3 +133,12 @@ def test_manifest_glob_must_stay_inside_the_data_folder(graph, small_data_dir, t
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(QbenchError, match="inside the data folder"):
         load_dataset(tmp_path, graph.inputs)
+
+
+def test_samples_are_in_natural_order(graph, tmp_path):
+    """sample2 before sample10: imported TensorRT results are matched to samples by position."""
+    for i in (10, 2, 1):
+        np.save(tmp_path / f"sample{i}.npy", np.full((1, 3, 8, 8), i, np.float32))
+    ds = load_dataset(tmp_path, graph.inputs)
+    assert [f.name for f in ds.files] == ["sample1.npy", "sample2.npy", "sample10.npy"]
+    assert [float(b["x"].flat[0]) for b in ds.batches(1)] == [1.0, 2.0, 10.0]

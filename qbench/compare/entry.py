@@ -4,13 +4,13 @@ runners, hand them to ``compare_runs`` and label where the candidate's numbers c
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 from qbench.compare.comparator import compare_runs
 from qbench.compare.result import Comparison
+from qbench.data import sorted_files
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 
@@ -90,11 +90,6 @@ IMPORTED_NO_REPLAY = ("imported TensorRT results hold values only, no model to r
                       "(compare with --precision int8 to locate culprits in a simulation)")
 
 
-def _natural_key(path: Path):
-    # outputs.sample2.json before outputs.sample10.json: sample order must be the order TensorRT ran
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.name)]
-
-
 def _json_kind(path: Path) -> str:
     """'trtexec' (a JSON list) or 'polygraphy' (a JSON object), from the first non-blank character."""
     if not path.is_file():
@@ -116,7 +111,7 @@ def load_trt_results(paths, runner: str | None = None):
     paths = [Path(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
     if len(paths) == 1 and paths[0].is_dir():
         folder = paths[0]
-        paths = sorted(folder.glob("*.json"), key=_natural_key)
+        paths = sorted_files(folder.glob("*.json"))  # the same order as the --data samples
         if not paths:
             raise QbenchError(f"no trtexec --exportOutput .json files in {folder}")
     kinds = {_json_kind(p) for p in paths}

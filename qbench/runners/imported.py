@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qbench.data import sorted_files
 from qbench.errors import QbenchError
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -204,7 +205,7 @@ class ImportedRunner:
     def from_trtexec(cls, paths, name: str = "tensorrt (trtexec)") -> "ImportedRunner":
         paths = [Path(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
         if len(paths) == 1 and paths[0].is_dir():
-            paths = sorted(paths[0].glob("*.json"))
+            paths = sorted_files(paths[0].glob("*.json"))  # the same order as the --data samples
         return cls(name, [load_trtexec_outputs(p) for p in paths], source=", ".join(map(str, paths[:3])))
 
     @classmethod
