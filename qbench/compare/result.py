@@ -15,6 +15,7 @@ import pandas as pd
 
 from qbench import atomic
 from qbench.errors import QbenchError
+from qbench.jsonsafe import jsonable
 
 FORMAT = "qbench-comparison/1"
 
@@ -67,7 +68,7 @@ class Comparison:
         if d.exists() and not d.is_dir():
             raise QbenchError(f"output path is a file, not a folder: {d}")
         csv = atomic.write_text(d / "tensors.csv", self.tensors.to_csv(index=False))
-        doc = atomic.write_text(d / "comparison.json", json.dumps(_jsonable(self.to_dict()), indent=1, allow_nan=False))
+        doc = atomic.write_text(d / "comparison.json", json.dumps(jsonable(self.to_dict()), indent=1, allow_nan=False))
         return {"tensors": csv, "comparison": doc}
 
     @classmethod
@@ -99,18 +100,6 @@ def _scalar(v):
     return v
 
 
-def _jsonable(obj):
-    """JSON has no NaN/Inf: NaN becomes null, +-Inf the strings "inf"/"-inf"."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    obj = _scalar(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    return obj
-
-
 # Columns that may hold text: a tensor or node named "inf" stays a string there.
 TEXT_COLUMNS = {"tensor", "node", "op_type", "shape", "status", "first_problem", "origin", "sample"}
 
@@ -120,7 +109,7 @@ def _unjson(row: dict) -> dict:
 
 
 def _unjson_value(v, text: bool):
-    """Undo ``_jsonable``: null is NaN; "inf"/"-inf" are infinities only in numeric columns."""
+    """Undo ``jsonable``: null is NaN; "inf"/"-inf" are infinities only in numeric columns."""
     if v is None:
         return math.nan
     if text:

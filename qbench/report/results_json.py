@@ -6,53 +6,13 @@ identical tensors) becomes the strings "inf" / "-inf", as ``nonfinite_encoding``
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import math
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from qbench.jsonsafe import frame_records, jsonable
+
 FORMAT = "qbench-report/1"
-
-
-def jsonable(value):
-    """Plain Python values for json.dumps (numpy scalars, NaN, tuples, paths, timestamps)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, pd.DataFrame):
-        return frame_records(value)
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if math.isnan(v):
-            return None
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if value is None or isinstance(value, (str, int)):
-        return value
-    if value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, (_dt.datetime, _dt.date, pd.Timestamp)):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "__dict__") and not isinstance(value, type):
-        return jsonable(vars(value))
-    return str(value)
-
-
-def frame_records(df: pd.DataFrame) -> list[dict]:
-    return [jsonable(r) for r in df.to_dict("records")]
 
 
 def build(model_name: str, meta: dict, recommendation, candidates, summaries: list[dict], normalized: list,
