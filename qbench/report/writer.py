@@ -30,6 +30,8 @@ class ExtraSection:
     title: str
     frame: pd.DataFrame | None = None
     text: str = ""
+    # (caption, PNG bytes) pairs shown under the table and written beside index.html
+    images: tuple = ()
 
 
 BASE_COLUMNS = [
@@ -114,6 +116,11 @@ def write_report(out_dir, model_name: str, candidates: list[CandidateResult], ra
     if ranges_frame is not None:
         atomic.write_text(out / "ranges.csv", ranges_frame.to_csv(index=False))
         files["ranges"] = "ranges.csv"
+    for k, e in enumerate(extras, 1):
+        for j, (caption, png) in enumerate(e.images, 1):
+            name = f"plot_extra{k}_{j}.png"
+            atomic.write_bytes(out / name, png)
+            files[f"extra[{e.title}][{j}]"] = name
     files["results"] = "results.json"
 
     atomic.write_text(out / "results.json", results_json.build(
@@ -128,7 +135,8 @@ def write_report(out_dir, model_name: str, candidates: list[CandidateResult], ra
         "candidates": cand_ctx,
         "overview_png": overview,
         "ranges": _table_context(ranges_frame) if ranges_frame is not None else None,
-        "extras": [{"title": e.title, "text": e.text, "table": _table_context(e.frame) if e.frame is not None else None}
+        "extras": [{"title": e.title, "text": e.text, "table": _table_context(e.frame) if e.frame is not None else None,
+                    "images": [{"caption": c, "png": p} for c, p in e.images]}
                    for e in extras],
         "files": sorted(set(files.values())),
         "status_text": STATUS_TEXT,
@@ -245,6 +253,8 @@ def _extra(e) -> ExtraSection:
         raise QbenchError(f"an extra section must be ExtraSection, a dict or (title, frame[, text]), not {type(e).__name__}")
     if section.frame is not None and not isinstance(section.frame, pd.DataFrame):
         raise QbenchError(f"extra section {section.title!r}: frame must be a pandas DataFrame")
+    if any(not isinstance(p, (bytes, bytearray)) or not bytes(p[:8]) == b"\x89PNG\r\n\x1a\n" for _, p in section.images):
+        raise QbenchError(f"extra section {section.title!r}: images must be (caption, PNG bytes) pairs")
     return section
 
 
