@@ -106,7 +106,7 @@ class SegmentAccumulator(Accumulator):
             value = equal / pixels if pixels else float("nan")
             ious = [self.inter[k] / self.union[k] for k in self.union if self.union[k]]
             metrics = {"pixel_agreement": value, "mean_iou": float(np.mean(ious)) if ious else float("nan"), "classes_seen": len(self.union)}
-            ev = Evidence("ratio", num=tuple(frame["equal"]), den=tuple(frame["pixels"]), n=n) if n else Evidence("point")
+            ev = Evidence("ratio", num=tuple(frame["equal"]), den=tuple(frame["pixels"]), n=n, counts=True) if n else Evidence("point")
             return Summary(metrics, "pixel_agreement", "pixel agreement with FP32", value, float(self.options["min_agreement"]),
                            "min_agreement", True, ev, notes)
         value = float(frame["mask_iou"].mean()) if n else float("nan")
@@ -116,6 +116,6 @@ class SegmentAccumulator(Accumulator):
                            missed=int(frame["missed"].sum()), empty_in_both=int(((frame["fp32_pixels"] == 0) & (frame["cand_pixels"] == 0)).sum()))
             if metrics["false_alarms"]:
                 notes.append(f"{metrics['false_alarms']} false alarm(s): the candidate marks pixels where FP32 marks none")
-        ev = Evidence("ratio", num=tuple(frame["mask_iou"]), den=(1.0,) * n, n=n) if n else Evidence("point")
+        ev = Evidence("ratio", num=tuple(frame["mask_iou"]), den=(1.0,) * n, n=n, counts=True) if n else Evidence("point")
         return Summary(metrics, "mask_iou", f"mask IoU at threshold {self.options['threshold']:g}", value,
                        float(self.options["min_iou"]), "min_iou", True, ev, notes)
