@@ -137,6 +137,11 @@ class CtcAccumulator(Accumulator):
         texts = ["".join(self.table[i] for i in p) for p in paths]
         return [t.strip() for t in texts] if self.options["strip"] else texts
 
+    def decode(self, output: np.ndarray) -> list:
+        """The texts (or class-index tuples without a charset) this judge reads in one output,
+        one per batch row (for drawing)."""
+        return self._decode(output)
+
     def measure(self, index, name, ref, cand, feed, label) -> dict:
         out = self.options["output"]
         r_texts, c_texts = self._decode(ref[out]), self._decode(cand[out])

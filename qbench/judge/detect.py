@@ -181,6 +181,17 @@ class DetectAccumulator(Accumulator):
         kept = bx.nms(b, s, c, float(o["nms_iou"]), int(o["max_detections"]))
         return b[kept], s[kept], c[kept]
 
+    def detections(self, head: np.ndarray, feed: dict) -> list | None:
+        """What this judge detects in one output (for drawing): per batch row (xyxy boxes in input
+        pixels, scores, classes), after threshold and NMS; None when a raw head without strides is
+        judged by score agreement (no boxes exist)."""
+        rows = self._rows(head)
+        if self.mode is None:
+            self._decide_mode(rows[0], feed)
+        if self.mode != "boxes":
+            return None
+        return [self._detections(r) for r in rows]
+
     # ---- per sample -----------------------------------------------------------------------
     def measure(self, index, name, ref, cand, feed, label) -> dict:
         out = self.options["output"]
