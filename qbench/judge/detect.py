@@ -35,8 +35,7 @@ import pandas as pd
 
 from qbench.errors import QbenchError
 from qbench.judge import boxes as bx
-from qbench.judge import intervals
-from qbench.judge.base import Accumulator, Summary
+from qbench.judge.base import Accumulator, Summary, check_shapes
 from qbench.judge.outputs import is_float_type, pick_output
 from qbench.judge.verdict import Evidence
 
@@ -195,9 +194,8 @@ class DetectAccumulator(Accumulator):
     # ---- per sample -----------------------------------------------------------------------
     def measure(self, index, name, ref, cand, feed, label) -> dict:
         out = self.options["output"]
+        check_shapes("detect", out, ref[out], cand[out])
         r_all, c_all = self._rows(ref[out]), self._rows(cand[out])
-        if r_all.shape != c_all.shape:
-            raise QbenchError(f"detect: output {out!r} has shape {np.shape(cand[out])} in the candidate and {np.shape(ref[out])} in FP32")
         if self.mode is None:
             self._decide_mode(r_all[0], feed)
         if label is not None and r_all.shape[0] != 1:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from qbench.errors import QbenchError
-from qbench.judge.base import Accumulator, Summary
+from qbench.judge.base import Accumulator, Summary, check_shapes
 from qbench.judge.outputs import is_float_type, pick_output
 from qbench.judge.verdict import Evidence
 
@@ -51,10 +50,9 @@ class EmbeddingAccumulator(Accumulator):
 
     def measure(self, index, name, ref, cand, feed, label) -> dict:
         out = self.options["output"]
+        check_shapes("embedding", out, ref[out], cand[out])
         r = np.asarray(ref[out], dtype=np.float64)
         c = np.asarray(cand[out], dtype=np.float64)
-        if r.shape != c.shape:
-            raise QbenchError(f"embedding: output {out!r} has shape {c.shape} in the candidate and {r.shape} in FP32")
         r = r.reshape(r.shape[0], -1) if r.ndim > 1 else r.reshape(1, -1)
         c = np.nan_to_num(c.reshape(r.shape), nan=0.0, posinf=0.0, neginf=0.0)
         ru, cu = _unit(r), _unit(c)

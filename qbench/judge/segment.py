@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from qbench.errors import QbenchError
-from qbench.judge.base import Accumulator, Summary
+from qbench.judge.base import Accumulator, Summary, check_shapes
 from qbench.judge.generic import channel_axis
 from qbench.judge.outputs import pick_output
 from qbench.judge.verdict import Evidence
@@ -70,9 +70,8 @@ class SegmentAccumulator(Accumulator):
 
     def measure(self, index, name, ref, cand, feed, label) -> dict:
         out = self.options["output"]
+        check_shapes("segment", out, ref[out], cand[out])
         r, c = np.asarray(ref[out]), np.asarray(cand[out])
-        if r.shape != c.shape:
-            raise QbenchError(f"segment: output {out!r} has shape {c.shape} in the candidate and {r.shape} in FP32")
         if self.mode is None:
             self.mode = self._mode(r)
         new_nonfinite = int(np.count_nonzero(np.isfinite(r) & ~np.isfinite(c))) if c.dtype.kind == "f" else 0
