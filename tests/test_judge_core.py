@@ -72,6 +72,16 @@ def test_decide_pass_fail_inconclusive_and_reason_names_metric():
     assert f"about {d.more_samples} more samples would settle it" in d.reason and "95% CI" in d.reason
     d = decide("CER", 0.5, 0.1, False, Evidence("ratio", num=(1,), den=(2,), n=1), "max_cer")
     assert d.verdict == "fail" and "one sample" in d.reason
+    # one sample that meets the tolerance proves nothing: no pass without an interval
+    d = decide("CER", 0.0, 0.1, False, Evidence("ratio", num=(0,), den=(20,), n=1), "max_cer")
+    assert d.verdict == "inconclusive" and d.more_samples == 1
+    # 400 of 400 pixels agree, but all in one image (the other had none): not a pass either
+    d = decide("mask IoU", 1.0, 0.8, True, Evidence("ratio", num=(400, 0), den=(400, 0), n=2, counts=True), "min_agreement")
+    assert d.verdict == "inconclusive" and "only 1 sample(s) had anything" in d.reason
+    d = decide("mask IoU", 1.0, 0.8, True, Evidence("ratio", num=(400, 300), den=(400, 300), n=2, counts=True), "min_agreement")
+    assert d.verdict == "pass"
+    d = decide("top-1 agreement", 1.0, 0.5, True, Evidence("wilson", k=1, n=1), "min_agreement")
+    assert d.verdict == "inconclusive" and d.interval is not None
     d = decide("CER", float("nan"), 0.1, False, Evidence("ratio"), "max_cer")
     assert d.verdict == "inconclusive"
 
