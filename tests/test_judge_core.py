@@ -190,3 +190,23 @@ def test_every_task_survives_an_all_nan_candidate(task, shape, elem):
     res = acc.finish()
     assert res.verdict == "fail" and res.reason
     json.dumps(res.to_dict(), allow_nan=False)
+
+
+def test_classify_top5_and_auto_from_labels(tmp_path):
+    g = tiny_graph({"logits": (TensorProto.FLOAT, [1, 10])})
+    ref = np.arange(10, dtype=np.float32)[None]           # FP32 picks class 9
+    second = ref.copy()
+    second[0, 9] = 6.5                                      # class 9 falls to third place
+    last = ref.copy()
+    last[0, 9] = -1.0                                       # class 9 falls out of the top 5
+    acc = make_judge("classify", g).start()
+    for i, c in enumerate([ref, second, last]):
+        acc.add(i, f"s{i}", {"logits": ref}, {"logits": c}, {})
+    res = acc.finish()
+    assert list(res.per_sample["top1_agreement"]) == [1.0, 0.0, 0.0]
+    assert list(res.per_sample["top5_agreement"]) == [1.0, 1.0, 0.0]
+    assert res.worst(1)["name"].iloc[0] == "s2"
+    p = tmp_path / "labels.json"
+    p.write_text(json.dumps({"s0": 9}))
+    judge = make_judge("auto", tiny_graph({"y": (TensorProto.FLOAT, [1, 3, 8, 8])}), None, load_labels(p, ["s0"]))
+    assert judge.task == "classify" and "class labels" in judge.note
