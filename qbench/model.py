@@ -186,6 +186,20 @@ class ModelGraph:
         return names
 
     @cached_property
+    def subgraph_node_count(self) -> int:
+        """Nodes inside If/Loop/Scan bodies. qbench exposes, calibrates and simulates the main graph's
+        tensors only, so work in these bodies stays in float in every candidate: callers warn."""
+        def count(graph) -> int:
+            total = 0
+            for node in graph.node:
+                for attr in node.attribute:
+                    for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                        total += len(sub.node) + count(sub)
+            return total
+
+        return count(self.model.graph)
+
+    @cached_property
     def output_names(self) -> list[str]:
         return [o.name for o in self.model.graph.output]
 
