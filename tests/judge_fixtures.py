@@ -38,3 +38,23 @@ def render_page(lines, size=(256, 256), font_size=22) -> Image.Image:
     for i, text in enumerate(lines):
         draw.text((12, 16 + i * (font_size + 14)), text, fill="black", font=font)
     return img
+
+
+def int8_runner(graph, feeds, scale: float = 1.0, keep_float=()):
+    """An ONNX Runtime runner of the INT8 simulation of graph with MinMax ranges taken directly
+    from FP32 activations on feeds (max |t| over the feeds — what MinMax calibration computes,
+    without the histogram pass, to keep tests fast). scale < 1 clips every range: a planted fault."""
+    from qbench.ranges import Ranges, TensorRange
+    from qbench.runners.ort import OrtRunner
+    from qbench.model import ModelGraph
+    from qbench.simulate import build_int8_model
+
+    fp32 = OrtRunner(graph, capture=graph.range_tensors)
+    amax: dict = {}
+    for feed in feeds:
+        for name, value in fp32.run(feed).items():
+            if name in graph.range_tensors and np.asarray(value).dtype.kind == "f":
+                amax[name] = max(amax.get(name, 0.0), float(np.max(np.abs(value))) if np.size(value) else 0.0)
+    ranges = Ranges({n: TensorRange(n, a * scale, method="minmax") for n, a in amax.items()}, method="minmax")
+    sim = build_int8_model(graph, ranges, keep_float=keep_float)
+    return OrtRunner(ModelGraph(sim.model, name="int8"), capture=None)
