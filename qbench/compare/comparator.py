@@ -364,7 +364,7 @@ def _channel_order(dataset) -> str:
 
 
 def _pictures(tap: OutputsTap, wanted: list[int], dataset, reference, candidate) -> list:
-    """Pictures of the worst samples: kept during the pass, or (beyond the first MAX_KEPT samples)
+    """Pictures of the worst samples: kept during the pass, or (beyond the tap's memory budget)
     made now by running just those samples again."""
     missing = [i for i in wanted if i not in tap.pictures]
     if missing and hasattr(dataset, "sample"):

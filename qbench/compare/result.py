@@ -102,12 +102,15 @@ class TaskSummary:
     TaskResult (task, primary, metrics, per_sample, verdict, reason, interval, more_samples,
     score), enough for the advisor and the report without re-running the judge."""
 
-    FIELDS = ("task", "note", "primary", "metrics", "verdict", "reason", "interval", "more_samples", "score")
+    FIELDS = ("task", "note", "primary", "metrics", "verdict", "reason", "interval", "more_samples", "score",
+              "rank_column", "tolerance", "options")
 
     def __init__(self, doc: dict):
         for key in self.FIELDS:
             setattr(self, key, doc.get(key))
         self.task = str(self.task or "")
+        self.higher_is_better = bool(doc.get("higher_is_better", True))
+        self.options = dict(self.options or {})
         self.note = str(self.note or "")
         self.metrics = {k: (math.nan if v is None else v) for k, v in (self.metrics or {}).items()}
         self.score = float(_unjson_value(self.score, False))
@@ -118,13 +121,14 @@ class TaskSummary:
     def from_dict(cls, doc: dict) -> "TaskSummary":
         return cls(doc)
 
-    def worst(self, k: int) -> pd.DataFrame:
+    def worst(self, k: int = 5) -> pd.DataFrame:
+        """The k worst samples, ordered as the judge ordered them (its rank column and direction)."""
         ps = self.per_sample
-        if ps.empty or self.primary not in ps:
-            return ps.head(0)
-        # the order the judge saved is not known here: ascending is "worse first" for agreement-like
-        # metrics, which every built-in primary metric is
-        return ps.sort_values(self.primary, kind="stable").head(k)
+        column = self.rank_column or self.primary
+        if ps.empty or column not in ps:
+            return ps.head(k)
+        ascending = self.higher_is_better
+        return ps.sort_values(column, ascending=ascending, kind="stable", na_position="first").head(k)
 
     def to_dict(self) -> dict:
         return dict(self._doc)

@@ -8,9 +8,9 @@ accumulator runs on the comparator's fold thread, in sample order, overlapping t
 model runs.
 
 Kept pictures are bounded: the input as a small uint8 thumbnail and each output as given, or
-strided down when it is a large spatial map, for at most ``MAX_KEPT`` samples; the report needs
-only the worst few (chosen once the task result is known), and ``refill`` re-runs just those when
-they were not kept.
+strided down when it is a large spatial map, until ``KEEP_BYTES`` are held; the report needs only
+the worst few (chosen once the task result is known), and the comparator re-runs just those that
+were not kept (``comparator._pictures``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Samples whose pictures are kept during the pass; beyond it the worst ones are re-run (refill).
-MAX_KEPT = 64
+# Bytes of pictures kept during the pass; samples beyond it are re-run if they turn out worst.
+KEEP_BYTES = 48 * 2**20
 # Longest side of a kept input thumbnail and of a kept spatial output map, in pixels.
 THUMB_SIDE = 256
 # Outputs larger than this (elements) and not spatial maps are not kept for pictures.
@@ -65,11 +65,20 @@ def image_of(feed: dict, channel_order: str = "RGB") -> tuple[np.ndarray | None,
     return None, None
 
 
+def _is_map(shape: tuple) -> bool:
+    """A spatial map (N x H x W or N x C x H x W) rather than a detection head [1, 84, 8400]: both
+    last axes >= 16 and not wildly elongated."""
+    if len(shape) < 3:
+        return False
+    h, w = shape[-2:]
+    return min(h, w) >= 16 and max(h, w) <= 8 * min(h, w)
+
+
 def _small(arr: np.ndarray) -> np.ndarray | None:
-    """An output kept for drawing: spatial maps (last two axes >= 16) strided to THUMB_SIDE, other
-    outputs as they are when small enough."""
+    """An output kept for drawing: spatial maps strided to THUMB_SIDE, other outputs as they are
+    when small enough (a detection head must stay whole to be decoded)."""
     a = np.asarray(arr)
-    if a.ndim >= 2 and min(a.shape[-2:]) >= 16 and max(a.shape[-2:]) > THUMB_SIDE:
+    if _is_map(a.shape) and max(a.shape[-2:]) > THUMB_SIDE:
         step = int(np.ceil(max(a.shape[-2:]) / THUMB_SIDE))
         return np.array(a[..., ::step, ::step])
     return np.array(a) if a.size <= MAX_OUTPUT_ELEMENTS else None
@@ -79,12 +88,13 @@ class OutputsTap:
     """One per comparison: ``take`` (main thread) picks the output arrays out of a sample's
     captures; ``add`` (fold thread) hands them to the accumulator and keeps the picture."""
 
-    def __init__(self, judge, output_names, channel_order: str = "RGB", max_kept: int = MAX_KEPT):
+    def __init__(self, judge, output_names, channel_order: str = "RGB", keep_bytes: int = KEEP_BYTES):
         self.judge = judge
         self.acc = judge.start()
         self.output_names = list(output_names)
         self.channel_order = channel_order
-        self.max_kept = max_kept
+        self.keep_bytes = keep_bytes
+        self.kept_bytes = 0
         self.pictures: dict[int, SamplePicture] = {}
         self.names: dict[int, str] = {}
         self.seconds = 0.0
@@ -98,8 +108,10 @@ class OutputsTap:
         t0 = time.perf_counter()
         self.acc.add(index, name, ref_out, cand_out, feed)
         self.names[index] = name
-        if len(self.pictures) < self.max_kept:
-            self.pictures[index] = self.picture(index, name, ref_out, cand_out, feed)
+        if self.kept_bytes < self.keep_bytes:
+            pic = self.picture(index, name, ref_out, cand_out, feed)
+            self.pictures[index] = pic
+            self.kept_bytes += _nbytes(pic)
         self.seconds += time.perf_counter() - t0
 
     def picture(self, index: int, name: str, ref_out: dict, cand_out: dict, feed: dict) -> SamplePicture:
@@ -118,6 +130,12 @@ class OutputsTap:
         kept = [self.pictures[i] for i in indices if i in self.pictures]
         self.pictures = {}
         return kept
+
+
+def _nbytes(pic: SamplePicture) -> int:
+    arrays = [pic.image] if pic.image is not None else []
+    arrays += list(pic.reference.values()) + list(pic.candidate.values())
+    return sum(a.nbytes for a in arrays)
 
 
 def worst_indices(result, k: int) -> list[int]:
