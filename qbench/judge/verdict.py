@@ -22,6 +22,7 @@ class Evidence:
 
     kind "wilson": successes k of n trials; "paired_drop": discordant counts n10, n01 of n;
     "ratio": per-sample numerators and denominators (the metric is sum(num)/sum(den));
+    "interval": the adapter drew the interval itself (``interval``; None: none could be drawn);
     "point": nothing to resample (the value is decided as is)."""
 
     kind: str
@@ -32,6 +33,7 @@ class Evidence:
     num: tuple = ()
     den: tuple = ()
     unit: str = "samples"
+    interval: tuple | None = None  # kind "interval": drawn by the adapter (e.g. a bootstrap of mAP)
 
 
 @dataclass
@@ -94,6 +96,8 @@ def _interval(ev: Evidence) -> tuple | None:
         return intervals.paired_drop(ev.n10, ev.n01, ev.n) if ev.n >= 2 else None
     if ev.kind == "ratio":
         return intervals.bootstrap_ratio(ev.num, ev.den)
+    if ev.kind == "interval":
+        return ev.interval
     return None
 
 
