@@ -132,17 +132,30 @@ def overlay(outputs: dict, task, input_hw) -> dict:
 
 
 def _boxes(outputs: dict, options: dict, input_hw):
-    """Detections as the judge decodes them (qbench.judge.detect.decode_detections), or None when
-    the judge offers no decoder."""
-    try:
-        from qbench.judge.detect import decode_detections
-    except ImportError:
+    """The detections the judge scored (xyxy in input pixels, after threshold and NMS), or None when
+    the head was judged by score agreement (a raw head without strides: no boxes to draw)."""
+    from types import SimpleNamespace
+
+    from qbench.judge import detect
+
+    decode = getattr(detect, "decode_detections", None)
+    if decode is not None:
+        return decode(outputs, options, input_hw)
+    # the judge exports no decoder yet: run its accumulator's own steps on this one sample, so the
+    # picture shows exactly the detections it counted
+    name = options.get("output") or next(iter(outputs))
+    if name not in outputs:
         return None
-    dets = decode_detections(outputs, options)
-    if dets is None:
+    shim = SimpleNamespace(options=options, labels=None, output_names=[name], task="detect", note="",
+                           graph=SimpleNamespace(inputs=[]))
+    acc = detect.DetectAccumulator(shim)
+    rows = acc._rows(outputs[name])[0]
+    feed = {"image": np.broadcast_to(np.float32(0), (1, 3, *input_hw))} if input_hw else {}
+    acc._decide_mode(rows, feed)
+    if acc.mode != "boxes":
         return None
-    boxes = np.asarray(dets.get("boxes") if isinstance(dets, dict) else dets, dtype=np.float64)
-    return boxes.reshape(-1, boxes.shape[-1] if boxes.ndim > 1 else 4)
+    boxes, _scores, _classes = acc._detections(rows)
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
 
 
 def _ctc_text(outputs: dict, options: dict) -> str:
