@@ -86,3 +86,32 @@ def bgr_tensor(img) -> np.ndarray:
     """ddddocr's detector input: BGR pixels 0-255 as float32 [1, 3, H, W]."""
     a = np.asarray(img.convert("RGB"))[:, :, ::-1]
     return np.ascontiguousarray(a.transpose(2, 0, 1)[None].astype(np.float32))
+
+
+def db_tensor(img) -> np.ndarray:
+    """PP-OCR det preprocessing: RGB / 255, ImageNet mean/std, [1, 3, H, W] float32."""
+    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    a = (a - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+    return np.ascontiguousarray(a.transpose(2, 0, 1)[None].astype(np.float32))
+
+
+def with_argmax(graph, name="argmax"):
+    """The model with its [B, 1, H, W] probability map turned into a class map the way segmentation
+    exports end: Concat([1 - p, p]) over the class axis, then ArgMax -> int64 [B, H, W]."""
+    import onnx
+    from onnx import TensorProto, helper
+    from qbench.model import ModelGraph
+
+    model = onnx.ModelProto()
+    model.CopyFrom(graph.model)
+    prob = model.graph.output[0].name
+    one = helper.make_tensor("judge_one", TensorProto.FLOAT, [], [1.0])
+    model.graph.initializer.append(one)
+    model.graph.node.extend([
+        helper.make_node("Sub", ["judge_one", prob], ["judge_background"]),
+        helper.make_node("Concat", ["judge_background", prob], ["judge_classes"], axis=1),
+        helper.make_node("ArgMax", ["judge_classes"], ["class_map"], axis=1, keepdims=0),
+    ])
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("class_map", TensorProto.INT64, None))
+    return ModelGraph.from_proto(model, name)

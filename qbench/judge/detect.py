@@ -242,7 +242,7 @@ class DetectAccumulator(Accumulator):
         if self.mode == "scores":
             recall = tp / nr if nr else 1.0
             metrics.update(score_recall_vs_fp32=recall, score_precision_vs_fp32=tp / nc if nc else 1.0)
-            ev = Evidence("ratio", num=tuple(frame["tp"]), den=tuple(frame["fp32_dets"]), n=n) if nr else Evidence("point")
+            ev = Evidence("ratio", num=tuple(frame["tp"]), den=tuple(frame["fp32_dets"]), n=n, counts=True) if nr else Evidence("point")
             if not nr:
                 notes.append("FP32 scores no anchor above the threshold: nothing to agree on")
             return Summary(metrics, "score_recall_vs_fp32", f"score agreement (recall of FP32 anchors >= {self.options['score_threshold']:g})",
@@ -253,7 +253,8 @@ class DetectAccumulator(Accumulator):
                        max_box_shift_px=float(frame["max_shift_px"].max()))
         if nr + nc == 0:
             notes.append(f"neither FP32 nor the candidate detects anything above score {self.options['score_threshold']:g}")
-        ev = Evidence("ratio", num=tuple(2 * frame["tp"]), den=tuple(frame["fp32_dets"] + frame["cand_dets"]), n=n) if nr + nc else Evidence("point")
+        ev = (Evidence("ratio", num=tuple(2 * frame["tp"]), den=tuple(frame["fp32_dets"] + frame["cand_dets"]), n=n, counts=True)
+              if nr + nc else Evidence("point"))
         if self.judge.labels is None or not self.gt:
             return Summary(metrics, "f1_vs_fp32", "detection F1 vs FP32", f1, float(self.options["min_agreement"]),
                            "min_agreement", True, ev, notes, **common)
