@@ -39,6 +39,9 @@ class SamplePicture:
     input_hw: tuple[int, int] | None
     reference: dict[str, np.ndarray] = field(default_factory=dict)
     candidate: dict[str, np.ndarray] = field(default_factory=dict)
+    # what the judge saw, drawable (qbench.compare.marks); filled for the pictures the report shows
+    reference_marks: dict = field(default_factory=dict)
+    candidate_marks: dict = field(default_factory=dict)
 
 
 def image_of(feed: dict, channel_order: str = "RGB") -> tuple[np.ndarray | None, tuple[int, int] | None]:
@@ -127,8 +130,16 @@ class OutputsTap:
         return result, wanted
 
     def keep_only(self, indices) -> list[SamplePicture]:
+        """The pictures of ``indices``, marked with what the judge saw; every other one is dropped."""
+        from qbench.compare.marks import marks
+
         kept = [self.pictures[i] for i in indices if i in self.pictures]
         self.pictures = {}
+        for pic in kept:
+            feed = {"image": np.broadcast_to(np.float32(0), (1, 3, *pic.input_hw))} if pic.input_hw else {}
+            pic.reference_marks = marks(pic.reference, self.judge, feed)
+            pic.candidate_marks = marks(pic.candidate, self.judge, feed)
+            pic.reference, pic.candidate = {}, {}  # the marks are all the report reads
         return kept
 
 

@@ -167,7 +167,7 @@ def _task_context(c: CandidateResult, slug: str, out: Path, files: dict) -> dict
         row = rows.get(pic.index, {})
         column = t.rank_column or t.primary
         caption = f"sample {pic.index}: {pic.name} · {column} = {html.fmt(row.get(column))}"
-        png = samples.draw(pic, t, caption)
+        png = samples.draw(pic, caption)
         if png is None:
             continue
         name = f"sample_{slug}_{j}.png"
