@@ -194,8 +194,12 @@ def _one_line_summary(comparison) -> str:
     bad = frame[frame["status"] != "ok"]
     outputs = frame[frame["is_output"]]
     broken = outputs[outputs["status"] == "nonfinite"]
-    cos = float(outputs["cosine"].min()) if len(outputs) else float("nan")
     # cosine sees only values finite on both sides: name new NaN/Inf in an output before it
-    head = f"NaN/Inf in output {broken.iloc[0]['tensor']!r}" if len(broken) else f"output cosine {cos:.4f}"
+    if len(broken):
+        head = f"NaN/Inf in output {broken.iloc[0]['tensor']!r}"
+    elif len(outputs) and outputs["cosine"].notna().any():
+        head = f"output cosine {float(outputs['cosine'].min()):.4f}"
+    else:  # integer outputs (an ArgMax class map) have no cosine: the task judge reads them
+        head = "no float output to take a cosine of"
     first = bad.iloc[0]["tensor"] if len(bad) else None
     return f"{head}, {len(bad)} flagged tensors" + (f", first problem at {first!r}" if first else "")

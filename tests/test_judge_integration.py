@@ -5,7 +5,7 @@ recommendation from the task result, results.json / CSV / HTML per-sample sectio
 from __future__ import annotations
 
 import json
-import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +83,70 @@ def test_results_json_and_csv_carry_task_metrics_per_candidate_and_sample(detect
     back = Comparison.load(out / "int8")
     assert back.task.verdict == "fail" and back.task.primary == "f1_vs_fp32"
     assert list(back.task.worst(1)["name"]) == [min(per_sample, key=lambda r: r["f1"])["name"]]
+
+
+# -- a text-free image: no false alarm -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def document_ranges(tmp_path_factory, model_path, small_data_dir):
+    """MinMax ranges of the embedded text detector, calibrated on document images (fast)."""
+    cache = tmp_path_factory.mktemp("ranges") / "det.cache"
+    proc = qbench("calibrate", model_path, "--data", small_data_dir, "--method", "minmax", "--cache", cache, "--limit", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return cache
+
+
+def _text_free_data(dest: Path) -> Path:
+    """Two images without text (a blank page, a smooth colour gradient), preprocessed like calib_data."""
+    from PIL import Image
+
+    from conftest import DEFAULT_DATA
+
+    (dest / "images").mkdir(parents=True)
+    manifest = json.loads((DEFAULT_DATA / "manifest.json").read_text())
+    manifest["inputs"]["x"]["size"] = [256, 256]
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    Image.new("RGB", (256, 256), "white").save(dest / "images" / "blank.png")
+    ramp = np.linspace(0, 255, 256, dtype=np.uint8)
+    grad = np.stack([np.tile(ramp, (256, 1)), np.tile(ramp[:, None], (1, 256)), np.full((256, 256), 128, np.uint8)], -1)
+    Image.fromarray(grad).save(dest / "images" / "gradient.png")
+    return dest
+
+
+@pytest.mark.slow
+def test_text_free_images_raise_no_false_alarm(tmp_path, model_path, document_ranges):
+    data = _text_free_data(tmp_path / "data")
+    out = tmp_path / "out"
+    proc = qbench("compare", model_path, "--data", data, "--precision", "int8", "--ranges", document_ranges,
+                  "--task", "segment", "--no-replay", "--quiet", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = strict_json(out / "results.json")
+    task = results["candidates"][0]["task"]
+    for row in task["per_sample"]:
+        # neither map has a pixel above 0.3: two empty masks agree, whatever the cosine of the noise
+        assert row["fp32_pixels"] == 0 and row["cand_pixels"] == 0, row
+        assert row["mask_iou"] == 1.0 and row["false_alarm"] == 0
+    assert task["metrics"]["false_alarms"] == 0
+    assert row_of(results, "int8")["verdict"] != "fail"
+    assert "verdict (segment)" in proc.stdout
+
+
+# -- a model ending in ArgMax: pixel agreement, no NaN anywhere ---------------------------------------
+@pytest.mark.slow
+def test_argmax_model_is_judged_by_pixel_agreement_without_nan(tmp_path, model_path, small_data_dir, document_ranges):
+    model = argmax_segmenter(model_path, tmp_path)
+    out = tmp_path / "out"
+    proc = qbench("run", model, "--data", small_data_dir, "--limit", "2", "--precision", "int8", "--no-fallback",
+                  "--ranges", document_ranges, "--task", "segment", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = strict_json(out / "results.json")
+    task = results["candidates"][0]["task"]
+    assert task["primary"] == "pixel_agreement"
+    assert 0.9 < task["metrics"]["pixel_agreement"] <= 1.0
+    for row in task["per_sample"]:
+        assert all(v is not None for v in row.values()), row  # null is how JSON writes NaN
+    row = row_of(results, "int8")
+    assert row["task_metric"] == "pixel_agreement" and row["task_value"] == task["metrics"]["pixel_agreement"]
+    page = (out / "index.html").read_text(encoding="utf-8")
+    page = re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>", "", page, flags=re.S))  # the text a reader sees
+    for text in (page, proc.stderr, proc.stdout, (out / results["files"]["task[int8]"]).read_text()):
+        assert not any(word.strip(".,;:()").lower() == "nan" for word in text.split()), "NaN shown"
