@@ -5,6 +5,7 @@ recommendation from the task result, results.json / CSV / HTML per-sample sectio
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -150,3 +151,57 @@ def test_argmax_model_is_judged_by_pixel_agreement_without_nan(tmp_path, model_p
     page = re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>", "", page, flags=re.S))  # the text a reader sees
     for text in (page, proc.stderr, proc.stdout, (out / results["files"]["task[int8]"]).read_text()):
         assert not any(word.strip(".,;:()").lower() == "nan" for word in text.split()), "NaN shown"
+
+
+# -- the HTML per-sample section -----------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.browser
+def test_per_sample_section_renders_in_chromium(detector_run, tmp_path):
+    from browser import open_page
+
+    out, _ = detector_run
+    with open_page(out / "index.html") as p:
+        assert p.console_errors == [] and p.page_errors == [] and p.requests == []
+        heading = p.page.inner_text("#cand-0-samples")
+        assert heading.startswith("Worst samples by f1_vs_fp32") and "(2 of 2)" in heading
+        names = p.page.eval_on_selector_all("#cand-0 table.per-sample tbody tr", "rs => rs.map(r => r.cells[1].textContent)")
+        assert sorted(names) == ["s0.npy", "s1.npy"]
+        pictures = p.page.eval_on_selector_all("#cand-0 .samples-grid img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(pictures) == 2 and all(w > 400 for w in pictures)
+        assert "fail" in p.page.inner_text("#cand-0-task") and "detection F1" in p.page.inner_text("#cand-0 .task-box")
+        # the recommendation table shows the task metric beside the (diagnostic) cosine
+        table = p.page.inner_text("#verdict table.rec-table")
+        assert "detect: f1_vs_fp32" in table
+        p.page.locator("#cand-0-samples").scroll_into_view_if_needed()
+        shot = Path(os.environ.get("QBENCH_SCREENSHOT_DIR", tmp_path)) / "samples.png"
+        p.page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.browser
+def test_sample_and_output_names_are_escaped_in_the_task_section(tmp_path):
+    """Sample names come from data file names and output names from the model: both reach the
+    per-sample table and the picture captions, escaped."""
+    from browser import open_page
+
+    from qbench.compare.marks import empty
+    from qbench.compare.tap import SamplePicture
+    from qbench.judge import TaskResult
+    from qbench.report import CandidateResult, write_report
+
+    evil = "<img src=x onerror=window.__pwned=1>"
+    per_sample = pd.DataFrame({"sample": [0, 1], "name": [evil + ".png", "ok.png"], "f1": [0.25, 1.0]})
+    task = TaskResult(task="detect", primary="f1_vs_fp32", metrics={"f1_vs_fp32": 0.6, evil: 1.0}, per_sample=per_sample,
+                      verdict="fail", reason=f"detection F1 vs FP32 0.600 on {evil}", rank_column="f1")
+    image = np.zeros((32, 32, 3), np.uint8)
+    boxes = {**empty(), "boxes": np.array([[2.0, 2.0, 20.0, 20.0]]), "text": evil}
+    pic = SamplePicture(0, evil + ".png", image, (32, 32), reference_marks=boxes, candidate_marks=empty())
+    tensors = pd.DataFrame({"tensor": ["out"], "is_output": [True], "cosine": [0.999], "status": ["ok"]})
+    page = write_report(tmp_path / "r", "m", [CandidateResult("int8", tensors, task=task, pictures=[pic])])
+    html = page.read_text()
+    assert "<img src=x" not in html
+    with open_page(page) as p:
+        assert p.page_errors == [] and p.page.evaluate("typeof window.__pwned") == "undefined"
+        assert evil + ".png" in p.page.inner_text("#cand-0 table.per-sample")
+        assert evil in p.page.inner_text("#cand-0 .task-box")  # in the reason and as a metric name
+        assert len(p.page.query_selector_all("#cand-0 .samples-grid img")) == 1
