@@ -154,3 +154,29 @@ def test_generic_near_zero_slice_uses_absolute_floor_nan_and_integers():
     json.dumps(d)
     assert isinstance(res, TaskResult) and d["per_sample"][0]["name"] == "empty"
     assert list(res.worst(3)["name"]) == ["nan", "flip", "empty"]
+
+
+@pytest.mark.parametrize("task,shape,elem", [
+    ("classify", [1, 5], TensorProto.FLOAT),
+    ("detect", [1, 6, 200], TensorProto.FLOAT),
+    ("segment", [1, 1, 16, 16], TensorProto.FLOAT),
+    ("segment", [1, 3, 16, 16], TensorProto.FLOAT),
+    ("ctc", [1, 12, 8], TensorProto.FLOAT),
+    ("embedding", [1, 32], TensorProto.FLOAT),
+    ("generic", [1, 3, 16, 16], TensorProto.FLOAT),
+])
+def test_every_task_survives_an_all_nan_candidate(task, shape, elem):
+    """A candidate that produced NaN everywhere (an FP16 overflow, say) is judged, not crashed on:
+    it fails, and its result is valid JSON."""
+    g = tiny_graph({"y": (elem, shape)})
+    rng = np.random.default_rng(0)
+    acc = make_judge(task, g).start()
+    for i in range(4):
+        ref = rng.uniform(0, 1, shape).astype(np.float32)
+        if task == "detect":
+            ref[:, :4] *= 300  # pixel boxes
+            ref[:, 4:, :5] = 0.9  # a few confident detections
+        acc.add(i, f"s{i}", {"y": ref}, {"y": np.full(shape, np.nan, np.float32)}, {})
+    res = acc.finish()
+    assert res.verdict == "fail" and res.reason
+    json.dumps(res.to_dict(), allow_nan=False)
