@@ -30,7 +30,8 @@ def task_options(func):
         click.option("--min-agreement", type=float, default=None,
                      help="Smallest accepted agreement with FP32 (share of samples / detections / pixels, task-dependent)."),
         click.option("--evaluator", default=None, metavar="FILE.py:FUNCTION",
-                     help="A custom evaluator (documented signature in docs/JUDGE.md); judged by the same verdict machinery."),
+                     help="A custom evaluator: FILE.py:FUNCTION, module:function or an installed entry point "
+                          "(signature in docs/JUDGE.md); judged by the same verdict machinery."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -58,9 +59,7 @@ def judge_settings(task, labels, task_option, max_drop, min_agreement, evaluator
     """(task, options, labels path) from the shared options, checked: one error line when wrong."""
     if evaluator and task not in (None, "", evaluator):
         raise QbenchError(f"give --task {task} or --evaluator {evaluator}, not both")
-    chosen = evaluator or task or default_task
-    if evaluator and ":" not in evaluator:
-        raise QbenchError(f"--evaluator must be FILE.py:FUNCTION (or module:function), not {evaluator!r}")
+    chosen = evaluator or task or default_task  # the judge refuses an unknown task or evaluator
     options = dict(default_options or {}) if not (task or evaluator) else {}
     for item in task_option:
         key, sep, value = item.partition("=")
