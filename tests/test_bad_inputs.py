@@ -166,6 +166,17 @@ CASES = [
      "NaN/Inf values", 2),
     ("calibrate-inf", lambda c: ["calibrate", c.model, "--data", c.npy(np.full((1, 3, 48, 64), np.inf, np.float32)),
                                  "--cache", c.out / "calibration.cache"], "NaN/Inf values", 2),
+    # --- labels (task-level judge)
+    ("run-labels-not-matching-data", lambda c: ["run", c.model, "--data", c.data, "--labels", c.file("l1.json", '{"other.npy": 1}'),
+                                                "--out", c.out], "no label for 1 of 1 sample(s)", 2),
+    ("run-labels-wrong-kind", lambda c: ["run", c.model, "--data", c.data, "--task", "classify", "--labels",
+                                         c.file("l2.json", '{"s0.npy": "hello"}'), "--out", c.out], "needs class labels", 2),
+    ("run-labels-boolean", lambda c: ["run", c.model, "--data", c.data, "--labels", c.file("l3.json", '{"s0.npy": true}'),
+                                      "--out", c.out], "is a boolean", 2),
+    ("run-labels-not-json", lambda c: ["run", c.model, "--data", c.data, "--labels", c.file("l4.json", "{oops"),
+                                           "--out", c.out], "not a JSON labels file", 2),
+    ("run-labels-missing", lambda c: ["run", c.model, "--data", c.data, "--labels", c.root / "none.json", "--out", c.out],
+     "labels file not found", 2),
     # --- caches and ranges
     ("run-cache-corrupt", lambda c: ["run", c.model, "--data", c.data, "--ranges", c.file("bad.cache", "TRT-8601-EntropyCalibration2\nx 12\n"),
                                      "--out", c.out], "the cache is corrupt", 2),
