@@ -44,6 +44,10 @@ def test_classification_notebook(tmp_path, monkeypatch):
     assert verdict.loc["accuracy", "fp32"] == 1.0
     assert set(verdict.columns) == {"fp32", "int8", "fp16"}
     assert ns["outputs"]["cosine"].between(-1, 1).all()
+    # the judge answers for both candidates, from the labels beside the data
+    assert set(ns["judged"]) >= {"int8", "fp16"}
+    assert all(verdict in ("pass", "fail", "inconclusive") for verdict, _ in ns["judged"].values())
+    assert Path(ns["outcome"].report).is_file()
 
 
 @pytest.mark.slow
@@ -57,3 +61,8 @@ def test_text_recognition_notebook(tmp_path, monkeypatch):
     # the comparison explains a failing INT8: a flagged first tensor whenever INT8 misreads
     if verdict.loc["CER", "int8"] > 0:
         assert ns["first"] is not None
+    # the judge agrees with the notebook's own reading: FP16 reads every line as FP32 does, so it passes;
+    # an INT8 that loses most characters cannot pass
+    assert ns["judged"]["fp16"][0] == "pass" if verdict.loc["CER", "fp16"] == 0 else True
+    if verdict.loc["CER", "int8"] > 0.5:
+        assert ns["judged"]["int8"][0] == "fail", ns["judged"]["int8"]
