@@ -32,8 +32,10 @@ folder made for it (rendered text lines with known strings, the bundled images, 
 chunks). `tests/corpus/test_corpus.py` runs the same in the suite (marker `slow`); entries marked
 *heavy* run there only with `QBENCH_CORPUS=all` (README: "Test tiers"). Regenerate this file with `python scripts/corpus_table.py`.
 
-Verdicts are qbench's own (output cosine ≥ 0.99, finite, not all-zero) on the ONNX Runtime CPU
-simulation, not TensorRT; a single sample or two decide them, so they are smoke-level, not a study.
+Verdicts come from qbench's task judge (the task column: `classify`/`ctc` where the model's task is
+known, else `generic`, which is strict) on the ONNX Runtime CPU simulation, not TensorRT; the cosine in
+brackets is the worst output cosine. One or two samples decide them, so they are smoke-level, not a
+study; *inconclusive* says so.
 
 """
 
@@ -85,14 +87,21 @@ def main() -> int:
                 row["error"] = (row["stderr"].strip().splitlines() or ["?"])[-1]
             rows.append((entry, row))
             print(f"corpus: {entry.name}: rc {row['rc']}, {row['seconds']} s, {row['recommendation']}", file=sys.stderr)
-    lines = [HEADER, "| model | package (file) | exercises | FP16 | INT8 | recommendation | samples | time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [HEADER, "| model | package (file) | exercises | task | FP16 | INT8 | recommendation | samples | time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for entry, row in rows:
         rec = row["recommendation"] or f"error: {row.get('error', '')}".replace("|", "\\|")
         name = entry.name + (" *(heavy)*" if entry.heavy else "")
         lines.append(f"| {name} | {row['package']} (`{Path(entry.file).name}`) | {entry.exercises} | "
-                     f"{_verdict(row, 'fp16')} | {_verdict(row, 'int8')} | {rec} | {args.limit or entry.samples} | "
+                     f"{row['task'] or '—'} | {_verdict(row, 'fp16')} | {_verdict(row, 'int8')} | {rec} | {args.limit or entry.samples} | "
                      f"{row['seconds']} |")
+    lines.append("\nWhy each candidate that did not pass got its verdict (the judge's words):\n")
+    for entry, row in rows:
+        for precision in ("fp16", "int8"):
+            verdict = row["verdicts"].get(precision, ("",))[0]
+            if verdict and verdict != "pass":
+                why = row["why"].get(precision, "").replace("|", "\\|").replace("\n", " ")
+                lines.append(f"- {entry.name} {precision.upper()} {verdict}: {why[:300]}")
     lines.append(f"\nMeasured on {platform.machine()} with {_cpus()} CPU core(s), Python {platform.python_version()}; "
                  "times include calibration, both simulations, comparison and the report.\n")
     lines.append(NOTES)

