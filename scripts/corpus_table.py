@@ -51,8 +51,9 @@ NOTES = """
   task-level verdict (labels), not a tensor metric.
 - **Generic verdicts on one-value outputs look suspect.** silero-vad-op15 and -seq fail FP16 under
   the generic task with an output cosine of 1.0000: their probability output holds one value per
-  sample, so "within 0.1 of its range" is measured against a range of about zero. Reported to the judge's
-  owner; not changed here.
+  sample (shape [1, 1]), a slice with no range, so the generic rule ("within 0.1 of its range")
+  measures FP16's rounding against the absolute-tolerance floor. Reported to the judge's owner; not
+  changed here.
 - **No model with a `Loop`** was found in a small package; `Loop` bodies are handled by the same code
   path as `If` bodies (counted, left in float) but no corpus model exercises it.
 - **Already-quantized input** (`ddddocr-quantized`: DynamicQuantizeLinear/ConvInteger/MatMulInteger)
