@@ -33,6 +33,7 @@ class RunConfig:
     compare_limit: int | None = None
     batch_size: int | None = None  # None: the largest calibration batch that fits memory (qbench.calibrate)
     keep_float: tuple[str, ...] = ()
+    placement: str = "likely"  # INT8 placement: "likely" or "worst" (qbench.simulate.placement)
     # INT8 failing: search which tensors to keep in float (qbench.fallback), reported as "int8-mixed"
     fallback: bool = True
     max_float: int = 8
@@ -85,12 +86,19 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             echo(f"qbench: warning: {note}")
     ranges.write_trt_cache(out / "calibration.cache")
     ranges.write_json(out / "ranges.json")
+    if "int8" in cfg.precisions:
+        from qbench.simulate.common import resolve_keep_float
+        from qbench.simulate.placement import concat_hazards, plan_int8
+
+        plan = plan_int8(graph, *resolve_keep_float(graph, cfg.keep_float), placement=cfg.placement)
+        for hazard in concat_hazards(plan, ranges):
+            echo(f"qbench: warning: {hazard.message()}")
 
     candidates, comparisons = [], {}
     reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
     for precision in cfg.precisions:
         comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float, reference=reference,
-                                       limit=cfg.compare_limit, progress=cfg.progress)
+                                       limit=cfg.compare_limit, progress=cfg.progress, placement=cfg.placement)
         comparison.save(out / precision)
         comparisons[precision] = comparison
         meta = dict(comparison.meta)

@@ -102,3 +102,15 @@ def test_real_detector_head_concat_zeroes_the_scores(tmp_path_factory, request, 
         out = OrtRunner(ModelGraph(fixed.model, name="fixed")).run(feed)["output"]
         # the advice works: the class scores are back (the rest is ordinary INT8 error)
         assert np.corrcoef(out[0, 5], reference[0, 5])[0, 1] > 0.9, method
+
+
+def test_cli_simulate_worst_placement_warns_about_the_concat(tmp_path, capsys):
+    from qbench.cli import main
+
+    graph = _tiny_head()
+    onnx.save(graph.model, tmp_path / "head.onnx")
+    _ranges({"x": 3, "r0": 5, "c1": 4, "boxes": 400, "scores": 1.0, "out": 400, "c2": 5, "c0": 5}).write_json(tmp_path / "r.json")
+    rc = main(["simulate", str(tmp_path / "head.onnx"), "--precision", "int8", "--ranges", str(tmp_path / "r.json"),
+               "--placement", "worst", "-o", str(tmp_path / "worst.onnx")])
+    captured = capsys.readouterr()
+    assert rc == 0 and "head_concat (Concat) quantizes its input 'scores'" in captured.err

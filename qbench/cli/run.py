@@ -25,6 +25,8 @@ def _options(func):
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
                      help="Calibration batch size [the largest that fits memory]."),
         click.option("--keep-float", multiple=True, help="Tensor or node name to keep in FP32; repeatable."),
+        click.option("--placement", type=click.Choice(["likely", "worst"]), default="likely", show_default=True,
+                     help="INT8 placement: TensorRT's likely kernel choices, or every tensor it could store in INT8."),
         click.option("--fallback/--no-fallback", default=True, show_default=True,
                      help="When INT8 fails, search which tensors to keep in float (candidate int8-mixed)."),
         click.option("--max-float", type=click.IntRange(min=0), default=8, show_default=True,
@@ -35,10 +37,10 @@ def _options(func):
     return func
 
 
-def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, fallback, max_float) -> None:
+def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, placement, fallback, max_float) -> None:
     cfg = RunConfig(model=Path(model), data=Path(data), out=out, precisions=tuple(precisions) or PRECISIONS,
                     method=method, ranges=ranges, calib_limit=limit, compare_limit=limit, batch_size=batch_size,
-                    keep_float=tuple(keep_float), fallback=fallback, max_float=max_float)
+                    keep_float=tuple(keep_float), placement=placement, fallback=fallback, max_float=max_float)
     outcome = run_pipeline(cfg, echo=lambda msg: click.echo(msg, err=True))
     rec = outcome.recommendation
     click.echo(f"recommendation: {rec.precision} — {rec.reason}", err=True)
