@@ -86,13 +86,15 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             echo(f"qbench: warning: {note}")
     ranges.write_trt_cache(out / "calibration.cache")
     ranges.write_json(out / "ranges.json")
+    hazards = []
     if "int8" in cfg.precisions:
         from qbench.simulate.common import resolve_keep_float
         from qbench.simulate.placement import concat_hazards, plan_int8
 
         plan = plan_int8(graph, *resolve_keep_float(graph, cfg.keep_float), placement=cfg.placement)
-        for hazard in concat_hazards(plan, ranges):
-            echo(f"qbench: warning: {hazard.message()}")
+        hazards = [h.message() for h in concat_hazards(plan, ranges)]
+        for hazard in hazards:
+            echo(f"qbench: warning: {hazard}")
 
     candidates, comparisons = [], {}
     reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
@@ -119,6 +121,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         "model": str(cfg.model), "model_digest": graph.digest, "data": str(cfg.data), "samples": len(dataset),
         "calibration_method": ranges.method or cfg.method, "qbench_version": __version__,
         **({"calibration_warning": " | ".join(ranges.notes)} if ranges.notes else {}),
+        **({"int8_concat_warning": " | ".join(hazards)} if hazards else {}), "int8_placement": cfg.placement,
         "elapsed_s": round(time.perf_counter() - started, 2), "backend": "onnxruntime-cpu (simulation)",
     }
     report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras)

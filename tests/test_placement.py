@@ -114,3 +114,24 @@ def test_cli_simulate_worst_placement_warns_about_the_concat(tmp_path, capsys):
                "--placement", "worst", "-o", str(tmp_path / "worst.onnx")])
     captured = capsys.readouterr()
     assert rc == 0 and "head_concat (Concat) quantizes its input 'scores'" in captured.err
+
+
+def test_run_names_the_concat_on_console_and_in_the_report(tmp_path):
+    import json
+
+    from qbench.pipeline import RunConfig, run_pipeline
+
+    graph = _tiny_head()
+    onnx.save(graph.model, tmp_path / "head.onnx")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        np.save(data / f"s{i}.npy", rng.normal(size=(1, 3, 4, 4)).astype(np.float32))
+    lines = []
+    run_pipeline(RunConfig(model=tmp_path / "head.onnx", data=data, out=tmp_path / "out", precisions=("int8",),
+                           fallback=False, progress=False), echo=lines.append)
+    assert any("head_concat (Concat) quantizes its input 'scores'" in line for line in lines)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert "head_concat" in json.dumps(results)
+    assert (tmp_path / "out" / "calibration.cache.provenance.json").is_file()
