@@ -85,7 +85,7 @@ def calibrate_many(graph: str | Path | ModelGraph, dataset, methods=METHODS, bat
     notes = _late_reallocation_notes(collector)
     for note in notes:
         log.warning("qbench: warning: %s", note)
-    provenance = _provenance(graph, dataset, chosen, collector, growth, entropy_variant, trt_version)
+    provenance = _provenance(graph, dataset, chosen, collector, growth, entropy_variant, trt_version, limit)
     summaries = {name: hist.summary() for name, hist in collector.histograms.items() if hist.batches}
     out = {}
     for method in methods:
@@ -142,13 +142,13 @@ def _late_reallocation_notes(collector: HistogramCollector) -> list[str]:
             "larger batch (--batch-size) or shuffle the data"]
 
 
-def _provenance(graph: ModelGraph, dataset, batch_size, collector, growth, variant, trt_version) -> dict:
+def _provenance(graph: ModelGraph, dataset, batch_size, collector, growth, variant, trt_version, limit) -> dict:
     from qbench.calibrate import provenance
 
     return {
         "model": graph.name, "model_digest": graph.digest,
         "data": str(dataset.root) if dataset is not None else None,
-        "data_digest": provenance.data_digest(dataset) if dataset is not None else None,
+        "data_digest": provenance.data_digest(dataset, limit) if dataset is not None else None,
         "batch_size": batch_size, "batches": collector.batches, "samples": collector.samples,
         "histogram": {"bins": next((h.num_bins for h in collector.histograms.values()), NUM_BINS), "growth": growth},
         "entropy_variant": variant, "trt_version": str(trt_version), "versions": provenance.versions(),
