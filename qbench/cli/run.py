@@ -25,8 +25,9 @@ def _options(func):
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
                      help="Calibration batch size [the largest that fits memory]."),
         click.option("--keep-float", multiple=True, help="Tensor or node name to keep in FP32; repeatable."),
-        click.option("--placement", type=click.Choice(["likely", "worst"]), default="likely", show_default=True,
-                     help="INT8 placement: TensorRT's likely kernel choices, or every tensor it could store in INT8."),
+        click.option("--placement", type=click.Choice(["likely", "worst", "both"]), default="likely", show_default=True,
+                     help="INT8 placement: TensorRT's likely kernel choices, every tensor it could store in INT8 "
+                          "(worst), or likely plus a warning when worst changes the verdict (both)."),
         click.option("--fallback/--no-fallback", default=True, show_default=True,
                      help="When INT8 fails, search which tensors to keep in float (candidate int8-mixed)."),
         click.option("--max-float", type=click.IntRange(min=0), default=8, show_default=True,
