@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from qbench.atomic import check_output_dir
+from qbench.cli.common import common_options
+from qbench.errors import QbenchError
 
 from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
 
@@ -19,14 +21,13 @@ from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
               help="entropy = TensorRT EntropyCalibration2; minmax = max |x|; percentile = --percentile of |x|.")
 @click.option("--percentile", type=float, default=99.99, show_default=True, help="For --method percentile.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Samples per calibration batch.")
-@click.option("--limit", type=int, default=None, help="Use at most this many samples.")
 @click.option("--cache", "cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a TensorRT calibration cache here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the ranges table (with histogram summaries) as JSON here.")
 @click.option("--trt-version", default=None, help="NV_TENSORRT_VERSION for the cache header, e.g. 8601 or 100300.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def calibrate_command(model, data, method, percentile, batch_size, limit, cache, json_path, trt_version, quiet):
+@common_options
+def calibrate_command(model, data, method, percentile, batch_size, cache, json_path, trt_version, quiet, out, limit):
     """Compute per-tensor INT8 ranges of MODEL from calibration data, the way TensorRT does."""
     from qbench.calibrate import calibrate
     from qbench.ranges import DEFAULT_TRT_VERSION
@@ -34,7 +35,10 @@ def calibrate_command(model, data, method, percentile, batch_size, limit, cache,
     if trt_version is not None and not trt_version.isdigit():
         raise click.BadParameter("must be digits, e.g. 8601 or 100300", param_hint="--trt-version")
     if cache is None and json_path is None:
-        cache = Path(f"{Path(model).stem}.{method}.cache")
+        # --out (common option): the folder for the default cache name; default the current folder
+        cache = Path(out or ".") / f"{Path(model).stem}.{method}.cache"
+    elif out is not None:
+        raise QbenchError("give --out (a folder for the default cache name) or --cache/--json, not both")
     for target in (cache, json_path):
         if target is not None:
             check_output_dir(target.parent)  # refuse an unusable destination before the calibration pass

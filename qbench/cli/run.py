@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from qbench.cli.common import common_options
 from qbench.pipeline import PRECISIONS, RunConfig, run_pipeline
 
 _METHODS = click.Choice(["entropy", "minmax", "percentile"])
@@ -13,13 +14,11 @@ _METHODS = click.Choice(["entropy", "minmax", "percentile"])
 
 def _options(func):
     options = [
-        click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder [reports/<model>]."),
         click.option("--precision", "precisions", multiple=True, type=click.Choice(PRECISIONS),
                      help="Candidate precision(s) to simulate and compare; repeatable [int8 and fp16]."),
         click.option("--method", type=_METHODS, default="entropy", show_default=True, help="Calibration method."),
         click.option("--ranges", type=click.Path(path_type=Path), default=None,
                      help="Reuse a calibration cache (TensorRT text format) or qbench ranges JSON instead of calibrating."),
-        click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most N samples."),
         click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True),
         click.option("--keep-float", multiple=True, help="Tensor or node name to keep in FP32; repeatable."),
         click.option("--fallback/--no-fallback", default=True, show_default=True,
@@ -32,11 +31,13 @@ def _options(func):
     return func
 
 
-def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, fallback, max_float) -> None:
+def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, fallback, max_float,
+         quiet=False) -> None:
+    # --out (report folder, default reports/<model>), --limit and --quiet come from common_options
     cfg = RunConfig(model=Path(model), data=Path(data), out=out, precisions=tuple(precisions) or PRECISIONS,
                     method=method, ranges=ranges, calib_limit=limit, compare_limit=limit, batch_size=batch_size,
-                    keep_float=tuple(keep_float), fallback=fallback, max_float=max_float)
-    outcome = run_pipeline(cfg, echo=lambda msg: click.echo(msg, err=True))
+                    keep_float=tuple(keep_float), fallback=fallback, max_float=max_float, progress=not quiet)
+    outcome = run_pipeline(cfg, echo=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True)))
     rec = outcome.recommendation
     click.echo(f"recommendation: {rec.precision} — {rec.reason}", err=True)
     click.echo(f"results: {outcome.results_json}", err=True)
@@ -47,6 +48,7 @@ def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_f
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Folder of representative samples.")
 @_options
+@common_options
 def run_command(model, data, **kwargs):
     """Calibrate MODEL on DATA, simulate INT8/FP16 on the CPU, compare layer by layer, write the report."""
     _run(model, data, **kwargs)
@@ -54,6 +56,7 @@ def run_command(model, data, **kwargs):
 
 @click.command("demo")
 @_options
+@common_options
 def demo_command(**kwargs):
     """The main job on the embedded PP-OCRv4 text detector and the bundled calibration images."""
     from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
