@@ -99,7 +99,8 @@ def _tensor_changes(precision: str, ta: pd.DataFrame, tb: pd.DataFrame, toleranc
     merged = merged[merged["change"] != ""].copy()
     merged["precision"] = precision
     merged["op_type"] = merged["op_type_a"].fillna(merged["op_type_b"])
-    merged["order"] = merged["delta_cosine"].abs().fillna(math.inf)
+    # biggest cosine moves first; tensors in one run only (no delta) after them
+    merged["order"] = merged["delta_cosine"].abs().fillna(-1.0)
     merged = merged.sort_values(["order", "index_a"], ascending=[False, True], kind="stable")
     return merged[_TENSOR_OUT].reset_index(drop=True)
 
