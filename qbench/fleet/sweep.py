@@ -284,7 +284,7 @@ def _run_locally(todo: list[Cell], jobs: int | None, finish) -> None:
     # forkserver: workers fork from a clean server that has imported qbench once, not from this
     # process (which may hold ONNX Runtime thread pools that a plain fork would copy mid-state)
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["qbench.fleet.sweep", "qbench.pipeline"])
+    ctx.set_forkserver_preload(["qbench.fleet.warm", "qbench.fleet.sweep"])
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = {pool.submit(run_cell, cell): cell for cell in todo}
         for future in cf.as_completed(futures):
