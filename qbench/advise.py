@@ -1,13 +1,23 @@
 """Choose a precision per model from measured accuracy (and latency, when measured).
 
-The rule a person would apply by hand: take the lowest precision whose OUTPUT tensors still agree
-with the FP32 reference (cosine at or above a threshold, no NaN/Inf, not collapsed to zeros). When
-latencies are known, say how much faster it is, and prefer a higher precision only if it is
-measurably faster (TensorRT sometimes runs FP16 faster than INT8 with reformat layers). If nothing
-passes, keep FP32.
+The rule a person would apply by hand: take the lowest precision that passes its TASK verdict
+(``candidate.task``, a ``qbench.judge.TaskResult``: top-1 agreement, detection F1, mask IoU, CER...
+against FP32 and labels, with a confidence interval). A candidate is ``pass``, ``fail`` or
+``inconclusive`` exactly as its task result says; new NaN/Inf in an output (the candidate's, not the
+reference's) also fails it, because no task metric can be trusted over non-finite outputs. The
+output tensor metrics (cosine, rel. L2, zero outputs) stay in the table as diagnosis: they explain
+*how* the outputs differ, never *whether* the candidate ships. An inconclusive candidate is never
+recommended and is always named, with how many more samples would settle it.
 
-This module reads candidates by attribute (precision, tensors, findings, latency_ms) and never
-imports the report package, which comes after it in the flow.
+When latencies are known, say how much faster the choice is, and prefer a higher precision only if
+it is measurably faster (TensorRT sometimes runs FP16 faster than INT8 with reformat layers). If
+nothing passes, keep FP32.
+
+A candidate without a task result (a caller that compared tensors only, e.g. the fallback search's
+intermediate steps) is judged by the old output-tensor thresholds, and its row says so.
+
+This module reads candidates by attribute (precision, tensors, findings, latency_ms, task) and
+never imports the report package, which comes after it in the flow.
 """
 
 from __future__ import annotations
@@ -23,14 +33,16 @@ from qbench.errors import QbenchError
 PRECISION_RANK = {"int8": 0, "fp8": 0, "fp16": 1, "bf16": 1, "half": 1, "tf32": 2, "fp32": 3, "float": 3}
 # A faster higher precision wins only when it beats the lower one by this factor: latencies jitter.
 SPEED_MARGIN = 0.95
-TABLE_COLUMNS = ["precision", "output_cosine_min", "output_rel_l2_max", "output_nonfinite", "output_zero",
-                 "problem_tensors", "error_findings", "warning_findings", "latency_ms", "verdict", "why"]
+TABLE_COLUMNS = ["precision", "task", "task_metric", "task_value", "task_ci_low", "task_ci_high", "more_samples",
+                 "output_cosine_min", "output_rel_l2_max", "output_nonfinite", "output_zero",
+                 "problem_tensors", "error_findings", "warning_findings", "latency_ms", "verdict", "judged_by", "why"]
+VERDICTS = ("pass", "fail", "inconclusive")
 
 
 @dataclass
 class Thresholds:
-    """What "accurate enough" means for the model outputs. Defaults suit detection/segmentation
-    maps; tighten ``min_cosine`` for regression heads."""
+    """The output-tensor thresholds: used ONLY for candidates without a task result (see the module
+    docstring); with one, the task judge's own tolerances decide."""
 
     min_cosine: float = 0.99
     max_rel_l2: float | None = None
@@ -82,10 +94,46 @@ def passes(candidate, thresholds: Thresholds | None = None) -> bool:
 
 
 def evaluate(candidate, thresholds: Thresholds) -> dict:
-    """One row of the recommendation table: output metrics, finding counts, verdict and why."""
+    """One row of the recommendation table: task verdict and metric, output diagnosis, why."""
+    diag = _output_diagnosis(candidate)
+    has_outputs = diag.pop("_has_outputs")
+    task = getattr(candidate, "task", None)
+    latency = getattr(candidate, "latency_ms", None)
+    row = {"precision": candidate.precision, **diag, "latency_ms": float(latency) if latency is not None else math.nan}
+    if task is None:
+        verdict, why = _tensor_verdict(diag, has_outputs, thresholds)
+        row.update({"task": "", "task_metric": "", "task_value": math.nan, "task_ci_low": math.nan,
+                    "task_ci_high": math.nan, "more_samples": math.nan, "verdict": verdict,
+                    "judged_by": "output tensors (no task result)", "why": why})
+        return row
+    verdict = str(task.verdict)
+    if verdict not in VERDICTS:
+        raise QbenchError(f"{candidate.precision}: task verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+    why = str(task.reason)
+    if diag["output_nonfinite"] and not thresholds.allow_nonfinite:
+        # no task metric can be trusted over NaN/Inf the reference does not have
+        why = f"NaN/Inf in {diag['output_nonfinite']} output(s) the FP32 reference does not have; {why}"
+        verdict = "fail"
+    interval = getattr(task, "interval", None) or (math.nan, math.nan)
+    more = getattr(task, "more_samples", None)
+    value = (task.metrics or {}).get(task.primary, math.nan)
+    row.update({"task": task.task, "task_metric": task.primary,
+                "task_value": float(value) if value is not None else math.nan,
+                "task_ci_low": _float(interval[0]), "task_ci_high": _float(interval[1]),
+                "more_samples": float(more) if more is not None else math.nan,
+                "verdict": verdict, "judged_by": f"task: {task.task}", "why": why})
+    return row
+
+
+def _float(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _output_diagnosis(candidate) -> dict:
+    """Output tensor metrics and finding counts: the diagnosis columns of the table."""
     df = candidate.tensors if candidate.tensors is not None else pd.DataFrame()
     outs = output_rows(df)
-    # the worst sample decides (cosine_min); the all-sample cosine can hide one broken image
+    # the worst sample (cosine_min); the all-sample cosine can hide one broken image
     cos = _col(outs, "cosine_min")
     cos = cos.where(cos.notna(), _col(outs, "cosine"))
     rel = _col(outs, "rel_l2")
@@ -94,17 +142,24 @@ def evaluate(candidate, thresholds: Thresholds) -> dict:
     # an FP32 model may produce -inf itself (a log of zero), and FP16 is not to blame for that
     new_nonfinite = (_col(outs, "cand_nan").fillna(0) + _col(outs, "cand_inf").fillna(0)
                      > _col(outs, "ref_nan").fillna(0) + _col(outs, "ref_inf").fillna(0))
-    nonfinite = int((new_nonfinite | (status == "nonfinite")).sum())
-    zero = int((status == "zero").sum())
     findings = candidate.findings or []
-    errors = sum(1 for f in findings if f.get("severity") == "error")
-    warnings = sum(1 for f in findings if f.get("severity") == "warning")
-    problems = int(df["status"].astype(str).isin(["zero", "nonfinite", "divergent"]).sum()) if "status" in df else 0
+    return {
+        "output_cosine_min": float(cos.min()) if cos.notna().any() else math.nan,
+        "output_rel_l2_max": float(rel.max()) if rel.notna().any() else math.nan,
+        "output_nonfinite": int((new_nonfinite | (status == "nonfinite")).sum()),
+        "output_zero": int((status == "zero").sum()),
+        "problem_tensors": int(df["status"].astype(str).isin(["zero", "nonfinite", "divergent"]).sum()) if "status" in df else 0,
+        "error_findings": sum(1 for f in findings if f.get("severity") == "error"),
+        "warning_findings": sum(1 for f in findings if f.get("severity") == "warning"),
+        "_has_outputs": not outs.empty,
+    }
 
+
+def _tensor_verdict(diag: dict, has_outputs: bool, thresholds: Thresholds) -> tuple[str, str]:
+    """The pre-task rule, for candidates that carry no task result."""
     why = []
-    cos_min = float(cos.min()) if cos.notna().any() else math.nan
-    rel_max = float(rel.max()) if rel.notna().any() else math.nan
-    if outs.empty:
+    cos_min, rel_max = diag["output_cosine_min"], diag["output_rel_l2_max"]
+    if not has_outputs:
         why.append("no output tensors to judge")
     elif math.isnan(cos_min):
         why.append("output cosine unknown")
@@ -112,26 +167,15 @@ def evaluate(candidate, thresholds: Thresholds) -> dict:
         why.append(f"output cosine (worst sample) {cos_min:.4f} < {thresholds.min_cosine:g}")
     if thresholds.max_rel_l2 is not None and not math.isnan(rel_max) and rel_max > thresholds.max_rel_l2:
         why.append(f"output rel. L2 {rel_max:.3g} > {thresholds.max_rel_l2:g}")
-    if nonfinite and not thresholds.allow_nonfinite:
-        why.append(f"NaN/Inf in {nonfinite} output(s)")
-    if zero and not thresholds.allow_zero:
-        why.append(f"{zero} output(s) collapsed to zeros")
-    if thresholds.max_error_findings is not None and errors > thresholds.max_error_findings:
-        why.append(f"{errors} error findings > {thresholds.max_error_findings}")
-    latency = candidate.latency_ms
-    return {
-        "precision": candidate.precision,
-        "output_cosine_min": cos_min,
-        "output_rel_l2_max": rel_max,
-        "output_nonfinite": nonfinite,
-        "output_zero": zero,
-        "problem_tensors": problems,
-        "error_findings": errors,
-        "warning_findings": warnings,
-        "latency_ms": float(latency) if latency is not None else math.nan,
-        "verdict": "fail" if why else "pass",
-        "why": "; ".join(why) if why else f"outputs meet cosine ≥ {thresholds.min_cosine:g}, finite, not all-zero",
-    }
+    if diag["output_nonfinite"] and not thresholds.allow_nonfinite:
+        why.append(f"NaN/Inf in {diag['output_nonfinite']} output(s)")
+    if diag["output_zero"] and not thresholds.allow_zero:
+        why.append(f"{diag['output_zero']} output(s) collapsed to zeros")
+    if thresholds.max_error_findings is not None and diag["error_findings"] > thresholds.max_error_findings:
+        why.append(f"{diag['error_findings']} error findings > {thresholds.max_error_findings}")
+    if why:
+        return "fail", "no task result; " + "; ".join(why)
+    return "pass", f"no task result; outputs meet cosine ≥ {thresholds.min_cosine:g}, finite, not all-zero"
 
 
 def recommend(candidates, thresholds=None) -> Recommendation:
@@ -147,14 +191,16 @@ def recommend(candidates, thresholds=None) -> Recommendation:
 
     if passing.empty:
         tried = ", ".join(table["precision"]) if rows else "none"
-        reason = f"Keep FP32: no candidate met the output thresholds (tried {tried})."
+        unsure = table[table["verdict"] == "inconclusive"]
+        reason = (f"Keep FP32: no candidate passed (tried {tried})" +
+                  (f"; {', '.join(unsure['precision'])} inconclusive, not a pass." if len(unsure) else "."))
         if rows:
-            reason += " " + " ".join(f"{r.precision}: {r.why}." for r in table.itertuples())
+            reason += " " + " ".join(f"{r.precision}: {r.verdict}: {r.why}." for r in table.itertuples())
         return Recommendation("fp32", reason, table, th)
 
     choice = passing.iloc[0]
-    reason = f"{choice['precision'].upper()} is the lowest precision whose outputs pass: {choice['why']}"
-    reason += f" (output cosine min {choice['output_cosine_min']:.4f})." if not math.isnan(choice["output_cosine_min"]) else "."
+    reason = f"{choice['precision'].upper()} is the lowest precision that passes: {choice['why']}"
+    reason += "" if reason.endswith(".") else "."
     # A higher precision that also passes and is clearly faster is the better deployment choice.
     if not math.isnan(choice["latency_ms"]):
         faster = passing[passing["latency_ms"] < choice["latency_ms"] * SPEED_MARGIN]
@@ -166,9 +212,12 @@ def recommend(candidates, thresholds=None) -> Recommendation:
     if not math.isnan(choice["latency_ms"]) and fp32 and choice["precision"].lower() != "fp32":
         reason += f" {fp32 / choice['latency_ms']:.2f}× the speed of FP32 ({choice['latency_ms']:.2f} ms vs {fp32:.2f} ms)."
     reason += _keep_float_note(candidates, str(choice["precision"]))
-    lower_failed = table[(table["verdict"] == "fail") & (table["precision"].map(precision_rank) < precision_rank(choice["precision"]))]
-    for r in lower_failed.itertuples():
-        reason += f" {r.precision.upper()} rejected: {r.why}."
+    lower = table[table["precision"].map(precision_rank) < precision_rank(choice["precision"])]
+    for r in lower.itertuples():
+        if r.verdict == "inconclusive":  # named, never silently passed over or taken
+            reason += f" {r.precision.upper()} is inconclusive (not recommended until settled): {r.why}."
+        elif r.verdict == "fail":
+            reason += f" {r.precision.upper()} rejected: {r.why}."
     return Recommendation(str(choice["precision"]), reason, table, th)
 
 

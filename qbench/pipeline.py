@@ -1,4 +1,4 @@
-"""The main job, stage by stage: data → calibrate → simulate → run → compare → advise → report/store.
+"""The main job, stage by stage: data → calibrate → simulate → run → compare → judge → advise → report/store.
 
 ``run_pipeline`` is what ``qbench run`` and ``qbench demo`` call; every stage is also usable alone
 from its own module. Candidates here are ONNX Runtime CPU simulations of INT8 (explicit Q/DQ from the
@@ -38,6 +38,12 @@ class RunConfig:
     max_float: int = 8
     store: Path | None = None  # SQLite file; default: <out>/../qbench.sqlite
     progress: bool = True
+    # the task judge that decides every verdict (qbench.judge): a task name or "file.py:function",
+    # its options and tolerances, and a labels file (default: labels.json in the data folder).
+    # None: no judge, verdicts from output tensors (the baseline benchmarks/bench_judge.py times)
+    task: str | None = "generic"
+    task_options: dict = field(default_factory=dict)
+    labels: Path | None = None
 
 
 @dataclass
@@ -66,6 +72,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         raise QbenchError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
     graph = ModelGraph.from_path(cfg.model)
     dataset = load_dataset(cfg.data, graph.inputs)
+    judge = make_run_judge(cfg, graph, dataset, echo)  # bad task options fail before any work
     out = atomic.ensure_dir(Path(cfg.out) if cfg.out else Path("reports") / graph.name)
     echo(f"qbench: {graph.name}: {len(graph.float_tensors)} tensors, {len(dataset)} samples from {cfg.data}")
 
@@ -88,18 +95,20 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
     for precision in cfg.precisions:
         comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float, reference=reference,
-                                       limit=cfg.compare_limit, progress=cfg.progress)
+                                       limit=cfg.compare_limit, progress=cfg.progress, judge=judge)
         comparison.save(out / precision)
         comparisons[precision] = comparison
         meta = dict(comparison.meta)
         meta.setdefault("source", f"ONNX Runtime CPU simulation of {precision.upper()} (not TensorRT)")
         meta.setdefault("simulated", True)
-        candidates.append(CandidateResult(precision, comparison.tensors, comparison.findings, comparison.unmatched, meta))
-        echo(f"qbench: {precision}: {_one_line_summary(comparison)}")
+        candidates.append(CandidateResult(precision, comparison.tensors, comparison.findings, comparison.unmatched, meta,
+                                          task=comparison.task, pictures=comparison.pictures))
+        echo(f"qbench: {precision}: {_task_line(comparison.task)}")
+        echo(f"qbench: {precision}: diagnosis: {_one_line_summary(comparison)}")
 
     extras = []
     if cfg.fallback and "int8" in comparisons and not passes(candidates[cfg.precisions.index("int8")]):
-        mixed, section = _fallback(cfg, graph, dataset, ranges, comparisons["int8"], out, echo, reference)
+        mixed, section = _fallback(cfg, graph, dataset, ranges, comparisons["int8"], out, echo, reference, judge)
         comparisons[MIXED] = mixed.comparison
         candidates.insert(cfg.precisions.index("int8") + 1, _mixed_candidate(cfg, mixed, out))
         extras.append(section)
@@ -109,6 +118,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         "model": str(cfg.model), "model_digest": graph.digest, "data": str(cfg.data), "samples": len(dataset),
         "calibration_method": ranges.method or cfg.method, "qbench_version": __version__,
         "elapsed_s": round(time.perf_counter() - started, 2), "backend": "onnxruntime-cpu (simulation)",
+        "task": judge.task if judge else "", "task_note": judge.note if judge else "",
+        "labels": judge.labels.path if judge and judge.labels is not None else "",
     }
     report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras)
     with ResultStore(cfg.store or out.parent / "qbench.sqlite") as store:
@@ -118,8 +129,9 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids)
 
 
-def _fallback(cfg: RunConfig, graph, dataset, ranges, int8, out: Path, echo, reference):
+def _fallback(cfg: RunConfig, graph, dataset, ranges, int8, out: Path, echo, reference, judge):
     """Run the fallback search from the INT8 comparison; save its comparison like the others."""
+    from qbench.compare.entry import judge_precision
     from qbench.fallback import search_fallback
     from qbench.report import ExtraSection
 
@@ -128,6 +140,10 @@ def _fallback(cfg: RunConfig, graph, dataset, ranges, int8, out: Path, echo, ref
     started = time.perf_counter()
     result = search_fallback(graph, dataset, ranges, int8, max_float=cfg.max_float, limit=cfg.compare_limit,
                              progress=cfg.progress, keep_float=cfg.keep_float, echo=echo, reference=reference)
+    if judge is not None:  # the search compares tensors; the candidate it ends with is judged like the others
+        result.comparison.task, result.comparison.pictures = judge_precision(
+            graph, dataset, "int8", ranges, judge, keep_float=result.keep_float, limit=cfg.compare_limit, progress=cfg.progress)
+        echo(f"qbench: {MIXED}: {_task_line(result.comparison.task)}")
     result.comparison.save(out / MIXED)
     verdict = "passes" if result.passed else "still fails"
     echo(f"qbench: {MIXED}: {verdict} with {len(result.kept)} tensor(s) kept in float "
@@ -157,7 +173,23 @@ def _mixed_candidate(cfg: RunConfig, result, out: Path):
     meta["simulated"] = True
     meta["keep_float"] = result.keep_float
     meta["reproduce"] = _reproduce(cfg, result, out)
-    return CandidateResult(MIXED, cmp.tensors, cmp.findings, cmp.unmatched, meta)
+    return CandidateResult(MIXED, cmp.tensors, cmp.findings, cmp.unmatched, meta, task=cmp.task, pictures=cmp.pictures)
+
+
+def make_run_judge(cfg: RunConfig, graph, dataset, echo):
+    """The judge of this run (``qbench.compare.entry.dataset_judge``); None when cfg.task is None."""
+    from qbench.compare.entry import dataset_judge
+
+    if cfg.task is None:
+        return None
+    return dataset_judge(graph, dataset, cfg.task, cfg.task_options, cfg.labels, data_dir=cfg.data,
+                         limit=cfg.compare_limit, echo=echo)
+
+
+def _task_line(task) -> str:
+    if task is None:
+        return "no task result"
+    return f"task {task.task}: {task.verdict.upper()} — {task.reason}"
 
 
 def _one_line_summary(comparison) -> str:
@@ -165,8 +197,12 @@ def _one_line_summary(comparison) -> str:
     bad = frame[frame["status"] != "ok"]
     outputs = frame[frame["is_output"]]
     broken = outputs[outputs["status"] == "nonfinite"]
-    cos = float(outputs["cosine"].min()) if len(outputs) else float("nan")
     # cosine sees only values finite on both sides: name new NaN/Inf in an output before it
-    head = f"NaN/Inf in output {broken.iloc[0]['tensor']!r}" if len(broken) else f"output cosine {cos:.4f}"
+    if len(broken):
+        head = f"NaN/Inf in output {broken.iloc[0]['tensor']!r}"
+    elif len(outputs) and outputs["cosine"].notna().any():
+        head = f"output cosine {float(outputs['cosine'].min()):.4f}"
+    else:  # integer outputs (an ArgMax class map) have no cosine: the task judge reads them
+        head = "no float output to take a cosine of"
     first = bad.iloc[0]["tensor"] if len(bad) else None
     return f"{head}, {len(bad)} flagged tensors" + (f", first problem at {first!r}" if first else "")

@@ -214,7 +214,7 @@ def test_output_with_new_inf_is_not_shown_as_a_clean_cosine(tmp_path, graph, sma
              "ref_zero_frac": 0.0, "cand_zero_frac": 0.0, "ref_nan": 0, "ref_inf": 0, "cand_nan": 0, "cand_inf": 7,
              "status": "nonfinite"} for t in outputs]
     page = write_report(tmp_path, "m", [CandidateResult("fp16", pd.DataFrame(rows), [], [], {})]).read_text()
-    verdict = page[page.index("Verdict"):page.index("Candidates against the thresholds")]
+    verdict = page[page.index("Verdict"):page.index("Candidates: task verdict, then tensor diagnosis")]
     assert "NaN/Inf in 1 output(s)" in verdict
     assert "finite values only" in page
 

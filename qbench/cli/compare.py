@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from qbench.cli.task_options import judge_settings, task_options
 from qbench.errors import QbenchError
 
 
@@ -14,12 +15,14 @@ def _summary(cmp) -> str:
     meta = cmp.meta
     counts = ", ".join(f"{k} {v}" for k, v in sorted(meta["status_counts"].items()))
     lines = [f"{meta['reference']} vs {meta['candidate']}: {meta['tensors_compared']} tensors over {meta['samples']} sample(s) ({counts})"]
+    if cmp.task is not None:
+        lines.insert(0, f"verdict ({cmp.task.task}): {cmp.task.verdict.upper()} — {cmp.task.reason}")
     if cmp.unmatched:
         lines.append(f"unmatched: {len(cmp.unmatched)} tensor(s), e.g. {cmp.unmatched[0][0]}: {cmp.unmatched[0][1]}")
     first = cmp.first_problem
     lines.append(f"first problem: {first['message'].split(': ', 1)[1]}" if first else "first problem: none (every tensor within thresholds)")
     outputs = cmp.tensors[cmp.tensors["is_output"]]
-    for _, row in outputs.iterrows():
+    for _, row in outputs.iterrows():  # diagnosis only: the task verdict above decides
         lines.append(f"output {row['tensor']}: {row['status']}, cosine {row['cosine']:.4f}, rel L2 {row['rel_l2']:.3g}, "
                      f"SQNR {row['sqnr_db']:.1f} dB")
     culprits = cmp.culprits.head(5)
@@ -59,7 +62,9 @@ def _write_report(out: Path, graph, cmp, label: str, *, model: Path, data, range
             "qbench_version": __version__}
     from qbench.store import ResultStore
 
-    candidate = CandidateResult(label, cmp.tensors, cmp.findings, cmp.unmatched, dict(cmp.meta))
+    meta["task"] = cmp.task.task if cmp.task is not None else ""
+    candidate = CandidateResult(label, cmp.tensors, cmp.findings, cmp.unmatched, dict(cmp.meta), task=cmp.task,
+                                pictures=cmp.pictures)
     report = write_report(out, graph.name, [candidate], ranges=ranges, meta=meta, extra_sections=extras)
     # the same history as qbench run: reports/qbench.sqlite beside the report folders
     with ResultStore(out.parent / "qbench.sqlite") as store:
@@ -100,8 +105,10 @@ def _write_report(out: Path, graph, cmp, label: str, *, model: Path, data, range
               help="Folder for the report (index.html, results.json, CSVs), tensors.csv and comparison.json. "
                    "Default: reports/compare-<model>-<candidate>.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@task_options
 def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runner, engine, capture, layer_info, ranges_path,
-                    method, keep_float, limit, min_cosine, max_rel_l2, max_replay, no_replay, out_dir, quiet):
+                    method, keep_float, limit, min_cosine, max_rel_l2, max_replay, no_replay, out_dir, quiet,
+                    task, labels, task_option, max_drop, min_agreement, evaluator):
     """Compare MODEL (FP32 reference) layer by layer with a candidate: find zero outputs, NaN/Inf and
     divergence, the first tensor where a problem appears, and the nodes that introduce it. Writes the
     HTML report and prints its path as the last line."""
@@ -137,6 +144,7 @@ def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runn
     if not (-1.0 <= th.min_cosine <= 1.0) or th.max_rel_l2 < 0 or math.isnan(th.max_rel_l2):
         raise QbenchError("--min-cosine must lie in [-1, 1] and --max-rel-l2 must be non-negative")
 
+    task, task_opts, labels = judge_settings(task, labels, task_option, max_drop, min_agreement, evaluator)
     extras = [_layer_section(layer_info)] if layer_info is not None else []
     if out_dir is not None:
         from qbench.atomic import check_output_dir
@@ -145,7 +153,11 @@ def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runn
     graph = ModelGraph.from_path(model)
     data = data_dir or DEFAULT_DATA
     dataset = load_dataset(data, graph.inputs)
-    common = dict(limit=limit, thresholds=th, replay=not no_replay, max_replay=max_replay, progress=not quiet)
+    from qbench.compare.entry import dataset_judge
+
+    judge = dataset_judge(graph, dataset, task, task_opts, labels, data_dir=data, limit=limit,
+                          echo=lambda msg: click.echo(msg, err=True))
+    common = dict(limit=limit, thresholds=th, replay=not no_replay, max_replay=max_replay, progress=not quiet, judge=judge)
     ranges = None
     if candidate is not None:
         cmp = compare_models(graph, ModelGraph.from_path(candidate), dataset, **common)

@@ -7,9 +7,13 @@ from pathlib import Path
 import click
 
 from qbench.cli.common import common_options
+from qbench.cli.task_options import judge_settings, task_options
 from qbench.pipeline import PRECISIONS, RunConfig, run_pipeline
 
 _METHODS = click.Choice(["entropy", "minmax", "percentile"])
+# the demo's model is a DB text detector: its output is a probability map binarised at 0.3
+DEMO_TASK = "segment"
+DEMO_TASK_OPTIONS = {"threshold": 0.3}
 
 
 def _options(func):
@@ -28,15 +32,19 @@ def _options(func):
     ]
     for option in reversed(options):
         func = option(func)
-    return func
+    return task_options(func)
 
 
 def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, fallback, max_float,
+         task, labels, task_option, max_drop, min_agreement, evaluator, default_task="generic", default_options=None,
          quiet=False) -> None:
     # --out (report folder, default reports/<model>), --limit and --quiet come from common_options
+    task, options, labels = judge_settings(task, labels, task_option, max_drop, min_agreement, evaluator,
+                                           default_task, default_options)
     cfg = RunConfig(model=Path(model), data=Path(data), out=out, precisions=tuple(precisions) or PRECISIONS,
                     method=method, ranges=ranges, calib_limit=limit, compare_limit=limit, batch_size=batch_size,
-                    keep_float=tuple(keep_float), fallback=fallback, max_float=max_float, progress=not quiet)
+                    keep_float=tuple(keep_float), fallback=fallback, max_float=max_float,
+                    task=task, task_options=options, labels=labels, progress=not quiet)
     outcome = run_pipeline(cfg, echo=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True)))
     rec = outcome.recommendation
     click.echo(f"recommendation: {rec.precision} — {rec.reason}", err=True)
@@ -58,10 +66,12 @@ def run_command(model, data, **kwargs):
 @_options
 @common_options
 def demo_command(**kwargs):
-    """The main job on the embedded PP-OCRv4 text detector and the bundled calibration images."""
+    """The main job on the embedded PP-OCRv4 text detector and the bundled calibration images, judged
+    as what it is: a text probability map (task segment, mask IoU at threshold 0.3, as DB detectors
+    binarise it) unless --task says otherwise."""
     from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
 
-    _run(DEFAULT_MODEL, DEFAULT_DATA, **kwargs)
+    _run(DEFAULT_MODEL, DEFAULT_DATA, default_task=DEMO_TASK, default_options=dict(DEMO_TASK_OPTIONS), **kwargs)
 
 
 COMMANDS = [run_command, demo_command]

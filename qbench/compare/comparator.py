@@ -25,6 +25,7 @@ from qbench.compare.matching import match_tensors, mismatch_reason
 from qbench.compare.metrics import SumsAccumulator, derive, pair_sums
 from qbench.compare.replay import ModelIndex, replay_tensor
 from qbench.compare.result import BASE_COLUMNS, DIAGNOSIS_COLUMNS, FP16_COLUMNS, INT8_COLUMNS, Comparison
+from qbench.compare.tap import OutputsTap
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.ranges import INT8_MAX
@@ -170,7 +171,8 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
                  candidate_model: onnx.ModelProto | ModelGraph | None = None,
                  make_candidate_model: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
                  precision: str | None = None, ranges=None, quantized: Iterable[str] | None = None,
-                 tensors: Iterable[str] | None = None, progress: bool = True, workers: int = 2) -> Comparison:
+                 tensors: Iterable[str] | None = None, progress: bool = True, workers: int = 2,
+                 judge=None, pictures: int = 4) -> Comparison:
     """Compare ``candidate`` against ``reference`` tensor by tensor over the samples of ``dataset``.
 
     ``reference``/``candidate``: runners (``.name``, ``.run(feed) -> {tensor: array}``) capturing
@@ -179,6 +181,9 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
     candidate precision) when given, else the node cut out of ``candidate_model`` (default: the
     model of an OrtRunner candidate). ``precision``/``ranges``/``quantized`` add the INT8/FP16
     statistics columns (computed on the reference values). ``workers``: threads measuring tensors.
+    ``judge``: a task judge (``qbench.judge.make_judge``); each sample's graph outputs go to its
+    accumulator and the result is ``Comparison.task``, with pictures of the ``pictures`` worst
+    samples for the report (``qbench.compare.tap``).
     """
     th = thresholds or Thresholds()
     if limit is not None and limit < 1:
@@ -201,6 +206,7 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
     # core free); at most two samples' activations are alive, and folds stay in sample order
     pipe = ThreadPoolExecutor(1)
     pending = None
+    tap = OutputsTap(judge, graph.output_names, _channel_order(dataset)) if judge is not None else None
 
     def measure(name: str, ref: dict, cand: dict):
         # pop, so each pair of arrays is freed as soon as it is measured
@@ -210,8 +216,10 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
         stats.add(name, r, s["n"], s["n"] - s["ref_zeros"])
         return name, s, tuple(np.shape(r))
 
-    def fold(sample_index: int, feed: dict, ref: dict, cand: dict, todo: list[str]) -> float:
+    def fold(sample_index: int, feed: dict, ref: dict, cand: dict, todo: list[str], outs) -> float:
         t0 = time.perf_counter()
+        if outs is not None:  # the task judge sees the outputs before measure() pops them
+            tap.add(sample_index, sample_name(dataset, sample_index), outs[0], outs[1], feed)
         damage = 0.0
         # numpy/BLAS/numba release the GIL: a second thread uses the second core (results in order)
         jobs = (pool.map(lambda name: measure(name, ref, cand), todo) if pool
@@ -259,7 +267,9 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
                     del acc[name]
                     continue
                 todo.append(name)
-            pending = pipe.submit(fold, sample_index, feed, ref, cand, todo)
+            outs = (tap.take(ref), tap.take(cand)) if tap is not None else None
+            pending = pipe.submit(fold, sample_index, feed, ref, cand, todo, outs)
+            del outs
             del ref, cand
             n_samples += 1
             bar.update(1)
@@ -324,7 +334,47 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
     }
     if ranges is not None:
         meta["ranges_method"] = getattr(ranges, "method", "")
-    return Comparison(frame, per_sample.frame(), unmatched, findings, meta)
+    task = None
+    sample_pictures: list = []
+    if tap is not None:
+        t0 = time.perf_counter()
+        task, wanted = tap.finish(pictures)
+        sample_pictures = _pictures(tap, wanted, dataset, reference, candidate)
+        meta["timing_s"]["task"] = round(tap.seconds + time.perf_counter() - t0, 3)
+        meta["task"] = task.task
+    return Comparison(frame, per_sample.frame(), unmatched, findings, meta, task=task, pictures=sample_pictures)
+
+
+def sample_name(dataset, index: int) -> str:
+    """A sample's name as labels files key it: its file path relative to the data folder."""
+    files = getattr(dataset, "files", None)
+    root = getattr(dataset, "root", None)
+    if files is not None and index < len(files):
+        path = files[index]
+        try:
+            return path.relative_to(root).as_posix() if root is not None else path.name
+        except ValueError:
+            return path.name
+    return f"sample{index}"
+
+
+def _channel_order(dataset) -> str:
+    pre = getattr(dataset, "preprocess", None) or {}
+    return next((p.channel_order for p in pre.values()), "RGB")
+
+
+def _pictures(tap: OutputsTap, wanted: list[int], dataset, reference, candidate) -> list:
+    """Pictures of the worst samples: kept during the pass, or (beyond the tap's memory budget)
+    made now by running just those samples again — only for a candidate that computes (an ONNX
+    model); imported results are read in sample order and cannot be asked for one sample twice."""
+    missing = [i for i in wanted if i not in tap.pictures]
+    if missing and hasattr(dataset, "sample") and getattr(candidate, "graph", None) is not None:
+        for i in missing:
+            feed = dataset.sample(i)
+            ref, cand = reference.run(feed), candidate.run(feed)
+            tap.pictures[i] = tap.picture(i, sample_name(dataset, i), tap.take(ref), tap.take(cand), feed)
+            del ref, cand
+    return tap.keep_only(wanted)
 
 
 def _replay(frame: pd.DataFrame, graph: ModelGraph, reference, feed: dict, th: Thresholds, max_replay: int,

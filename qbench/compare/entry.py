@@ -15,6 +15,28 @@ from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 
 PRECISIONS = ("int8", "fp16")
+LABELS_FILE = "labels.json"  # ground truth for the judge, looked for in the data folder
+
+
+def dataset_judge(graph: ModelGraph, dataset, task: str = "generic", options: dict | None = None, labels=None, *,
+                  data_dir=None, limit: int | None = None, echo=None):
+    """The task judge for comparisons over ``dataset``: ``task`` with its ``options``, and the labels
+    (``labels``, else labels.json in ``data_dir`` when there is one) matched to the samples compared.
+    ``echo``: where to say what --task auto guessed and which labels were read."""
+    from qbench.compare.comparator import sample_name
+    from qbench.judge import load_labels, make_judge
+
+    say = echo or (lambda _msg: None)
+    if labels is None and data_dir is not None and (Path(data_dir) / LABELS_FILE).is_file():
+        labels = Path(data_dir) / LABELS_FILE
+    n = len(dataset) if limit is None else min(len(dataset), limit)
+    loaded = load_labels(labels, [sample_name(dataset, i) for i in range(n)]) if labels else None
+    judge = make_judge(task or "generic", graph, dict(options or {}), loaded)
+    if judge.note:  # --task auto: say what was guessed and why
+        say(f"qbench: task: {judge.task} (guessed: {judge.note})")
+    if loaded is not None:
+        say(f"qbench: labels: {labels} ({len(loaded)} {loaded.kind} label(s))")
+    return judge
 
 
 def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *, keep_float=(), reference=None,
@@ -42,6 +64,32 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
                        quantized=list(sim.quantized) + list(sim.quantized_inputs) if precision == "int8" else None, **kwargs)
     how = "INT8 (Q/DQ)" if precision == "int8" else "FP16"
     return _describe(cmp, f"ONNX Runtime CPU simulation of {how} (not TensorRT)", simulated=True)
+
+
+def judge_precision(graph: ModelGraph, dataset, precision: str, ranges, judge, *, keep_float=(), limit: int | None = None,
+                    progress: bool = True, pictures: int = 4):
+    """The task judge alone on FP32 ``graph`` vs its simulated ``precision`` (outputs only, no tensor
+    comparison): (TaskResult, pictures of the worst samples). For a candidate whose tensors were
+    compared without a judge (the fallback search's final model)."""
+    from qbench.compare.comparator import _channel_order, _pictures, _progress, _samples, sample_name
+    from qbench.compare.tap import OutputsTap
+    from qbench.runners import OrtRunner
+    from qbench.simulate import build_fp16_model, build_int8_model
+
+    sim = build_int8_model(graph, ranges, keep_float=keep_float) if precision == "int8" else build_fp16_model(graph, keep_float=keep_float)
+    reference = OrtRunner(graph, name="fp32", capture=None)
+    candidate = OrtRunner(sim.model, name=f"{precision} (simulated)", capture=None, optimize=False)
+    tap = OutputsTap(judge, graph.output_names, _channel_order(dataset))
+    n = len(dataset) if limit is None else min(len(dataset), limit)
+    bar = _progress(n, progress, f"judge {precision}")
+    try:
+        for i, feed in enumerate(_samples(dataset, limit)):
+            tap.add(i, sample_name(dataset, i), tap.take(reference.run(feed)), tap.take(candidate.run(feed)), feed)
+            bar.update(1)
+    finally:
+        bar.close()
+    task, wanted = tap.finish(pictures)
+    return task, _pictures(tap, wanted, dataset, reference, candidate)
 
 
 def compare_models(graph: ModelGraph, candidate: ModelGraph, dataset, **kwargs) -> Comparison:

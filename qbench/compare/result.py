@@ -35,6 +35,10 @@ class Comparison:
     unmatched: list[tuple[str, str]] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    # the task judge's verdict on the outputs (qbench.judge.TaskResult; after load: TaskSummary)
+    task: object = None
+    # qbench.compare.tap.SamplePicture of the worst samples by task metric (not saved: arrays)
+    pictures: list = field(default_factory=list, repr=False)
 
     @property
     def first_problem(self) -> dict | None:
@@ -60,6 +64,7 @@ class Comparison:
             "unmatched": [{"tensor": t, "reason": r} for t, r in self.unmatched],
             "tensors": _records(self.tensors),
             "per_sample": _records(self.per_sample),
+            "task": None if self.task is None else self.task.to_dict(),
         }
 
     def save(self, directory: str | Path) -> dict[str, Path]:
@@ -87,7 +92,46 @@ class Comparison:
             unmatched = [(u["tensor"], u["reason"]) for u in doc["unmatched"]]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise QbenchError(f"{p}: not a qbench comparison ({exc})") from None
-        return cls(tensors, per_sample, unmatched, doc.get("findings", []), doc.get("meta", {}))
+        task = doc.get("task")
+        return cls(tensors, per_sample, unmatched, doc.get("findings", []), doc.get("meta", {}),
+                   task=TaskSummary.from_dict(task) if isinstance(task, dict) else None)
+
+
+class TaskSummary:
+    """A saved task result read back from comparison.json: the same fields as the judge's
+    TaskResult (task, primary, metrics, per_sample, verdict, reason, interval, more_samples,
+    score), enough for the advisor and the report without re-running the judge."""
+
+    FIELDS = ("task", "note", "primary", "metrics", "verdict", "reason", "interval", "more_samples", "score",
+              "rank_column", "tolerance", "options")
+
+    def __init__(self, doc: dict):
+        for key in self.FIELDS:
+            setattr(self, key, doc.get(key))
+        self.task = str(self.task or "")
+        self.higher_is_better = bool(doc.get("higher_is_better", True))
+        self.options = dict(self.options or {})
+        self.note = str(self.note or "")
+        self.metrics = {k: (math.nan if v is None else v) for k, v in (self.metrics or {}).items()}
+        self.score = float(_unjson_value(self.score, False))
+        self.per_sample = pd.DataFrame([_unjson(r) for r in doc.get("per_sample") or []])
+        self._doc = doc
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "TaskSummary":
+        return cls(doc)
+
+    def worst(self, k: int = 5) -> pd.DataFrame:
+        """The k worst samples, ordered as the judge ordered them (its rank column and direction)."""
+        ps = self.per_sample
+        column = self.rank_column or self.primary
+        if ps.empty or column not in ps:
+            return ps.head(k)
+        ascending = self.higher_is_better
+        return ps.sort_values(column, ascending=ascending, kind="stable", na_position="first").head(k)
+
+    def to_dict(self) -> dict:
+        return dict(self._doc)
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

@@ -15,6 +15,8 @@ class CandidateResult:
     ``findings``: dicts {kind, tensor, node, op_type, index, severity, message}.
     ``unmatched``: (tensor, reason) pairs for tensors that could not be compared.
     ``meta``: free-form facts about how the data was produced (``source``, ``capture_mode``, ...).
+    ``task``: the task judge's result (``qbench.judge.TaskResult``), which decides the verdict.
+    ``pictures``: ``qbench.compare.tap.SamplePicture`` of the worst samples by task metric.
     """
 
     precision: str
@@ -23,3 +25,5 @@ class CandidateResult:
     unmatched: list[tuple[str, str]] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     latency_ms: float | None = None
+    task: object = None
+    pictures: list = field(default_factory=list, repr=False)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from qbench.jsonsafe import frame_records, jsonable
 
-FORMAT = "qbench-report/1"
+FORMAT = "qbench-report/1"  # docs/RESULTS.md; version 1 gained "task" (additive, old readers unaffected)
 
 
 def build(model_name: str, meta: dict, recommendation, candidates, summaries: list[dict], normalized: list,
@@ -29,6 +29,8 @@ def build(model_name: str, meta: dict, recommendation, candidates, summaries: li
                 "meta": c.meta,
                 "latency_ms": c.latency_ms,
                 "summary": s,
+                # the task judge's result: verdict, metrics and per-sample task metrics (docs/RESULTS.md)
+                "task": c.task.to_dict() if c.task is not None else None,
                 "findings": list(c.findings or []),
                 "unmatched": [{"tensor": t, "reason": r} for t, r in (c.unmatched or [])],
                 "tensors": frame_records(df),

@@ -18,7 +18,7 @@ import qbench
 from qbench import atomic
 from qbench.advise import Recommendation, Thresholds, recommend
 from qbench.errors import QbenchError
-from qbench.report import frames, html, plots, results_json
+from qbench.report import frames, html, plots, results_json, samples
 from qbench.report.candidate import CandidateResult
 
 
@@ -106,8 +106,14 @@ def write_report(out_dir, model_name: str, candidates: list[CandidateResult], ra
             atomic.write_bytes(out / name, png)
             files[f"plot_{key}[{c.precision}]"] = name
             figs.append({"title": title, "png": png, "file": name})
+        task_ctx = None
+        if c.task is not None:
+            task_csv = f"task_{slug}.csv"
+            atomic.write_text(out / task_csv, c.task.per_sample.to_csv(index=False))
+            files[f"task[{c.precision}]"] = task_csv
+            task_ctx = _task_context(c, slug, out, files)
         cand_ctx.append(_candidate_context(c, df, s, figs, verdicts.get(c.precision, ""), i, meta,
-                                           recommendation.precision))
+                                           recommendation.precision, task_ctx))
 
     overview = plots.outputs_summary(summaries, verdicts)
     if overview is not None:
@@ -131,7 +137,7 @@ def write_report(out_dir, model_name: str, candidates: list[CandidateResult], ra
         "model_name": model_name,
         "meta": meta,
         "meta_items": _meta_items(meta),
-        "recommendation": _recommendation_context(recommendation),
+        "recommendation": _recommendation_context(recommendation, candidates, meta),
         "candidates": cand_ctx,
         "overview_png": overview,
         "ranges": _table_context(ranges_frame) if ranges_frame is not None else None,
@@ -145,8 +151,50 @@ def write_report(out_dir, model_name: str, candidates: list[CandidateResult], ra
 
 
 # -- context builders ---------------------------------------------------------------------------
+# per-sample table: this many worst samples, and pictures of the first few of them
+WORST_ROWS = 10
+
+
+def _task_context(c: CandidateResult, slug: str, out: Path, files: dict) -> dict:
+    """The task verdict of one candidate and the samples behind it (table and pictures)."""
+    t = c.task
+    ps = t.per_sample
+    worst = t.worst(WORST_ROWS) if len(ps) else ps
+    columns = [col for col in ps.columns if col not in ("sample", "name")]
+    pictures = []
+    rows = {int(r["sample"]): r for r in worst.to_dict("records")} if "sample" in worst else {}
+    for j, pic in enumerate(c.pictures or [], 1):
+        row = rows.get(pic.index, {})
+        column = t.rank_column or t.primary
+        caption = f"sample {pic.index}: {pic.name} · {column} = {html.fmt(row.get(column))}"
+        png = samples.draw(pic, caption)
+        if png is None:
+            continue
+        name = f"sample_{slug}_{j}.png"
+        atomic.write_bytes(out / name, png)
+        files[f"sample[{c.precision}][{j}]"] = name
+        pictures.append({"caption": caption, "png": png, "file": name})
+    interval = t.interval
+    return {
+        "task": t.task,
+        "note": t.note,
+        "primary": t.primary,
+        "value": (t.metrics or {}).get(t.primary),
+        "verdict": t.verdict,
+        "reason": t.reason,
+        "interval": None if interval is None else (interval[0], interval[1]),
+        "more_samples": t.more_samples,
+        "metrics": [(k, v) for k, v in (t.metrics or {}).items()],
+        "samples": len(ps),
+        "worst_columns": columns,
+        "worst_rows": worst.to_dict("records"),
+        "csv": files.get(f"task[{c.precision}]", ""),
+        "pictures": pictures,
+    }
+
+
 def _candidate_context(c: CandidateResult, df: pd.DataFrame, s: dict, figs: list, verdict: str, i: int, meta: dict,
-                       recommended: str) -> dict:
+                       recommended: str, task_ctx: dict | None = None) -> dict:
     columns = list(BASE_COLUMNS)
     if any(frames.has_values(df, k) for k, *_ in INT8_COLUMNS):
         columns += [col for col in INT8_COLUMNS if col[0] in df]
@@ -169,6 +217,7 @@ def _candidate_context(c: CandidateResult, df: pd.DataFrame, s: dict, figs: list
         "capture_mode": c.meta.get("capture_mode") or meta.get("capture_mode") or "",
         "meta_items": _meta_items({k: v for k, v in c.meta.items() if k not in ("source", "simulated", "capture_mode")}),
         "sentence": _sentence(c, s, verdict),
+        "task": task_ctx,
         "summary": s,
         "first_problem": fp,
         "first_problem_index": None if fp is None or _nan(fp.get("index")) else fp.get("index"),
@@ -187,12 +236,15 @@ def _candidate_context(c: CandidateResult, df: pd.DataFrame, s: dict, figs: list
 
 
 def _sentence(c: CandidateResult, s: dict, verdict: str) -> str:
-    """One plain sentence per candidate for the verdict box."""
+    """One plain sentence per candidate for the verdict box: the task verdict's reason first, then
+    the output diagnosis (which explains, never decides)."""
     parts = []
+    if c.task is not None:
+        parts.append(f"{c.task.task}: {c.task.reason}")
     if s.get("output_nonfinite"):
         parts.append(f"NaN/Inf in {s['output_nonfinite']} output(s), which the metrics below leave out")
     if s["output_cosine_min"] is not None:
-        parts.append(f"output cosine {html.fmt(s['output_cosine_min'], 'cos')}")
+        parts.append(f"output cosine {html.fmt(s['output_cosine_min'], 'cos')} (diagnosis)")
     if s["output_sqnr_db_min"] is not None:
         parts.append(f"SQNR {html.fmt(s['output_sqnr_db_min'], 'db')} dB")
     problems = s["problems"]
@@ -206,14 +258,16 @@ def _sentence(c: CandidateResult, s: dict, verdict: str) -> str:
         parts.append(f"all {s['tensors']} tensors within tolerance")
     if c.latency_ms is not None:
         parts.append(f"{c.latency_ms:.2f} ms")
-    word = {"pass": "passes", "fail": "fails"}.get(verdict, verdict)
+    word = {"pass": "passes", "fail": "fails", "inconclusive": "inconclusive"}.get(verdict, verdict)
     return f"{word}: " + "; ".join(parts) + "."
 
 
-def _recommendation_context(rec: Recommendation) -> dict:
+def _recommendation_context(rec: Recommendation, candidates, meta: dict) -> dict:
     table = rec.table
+    tasks = sorted({c.task.task for c in candidates if c.task is not None})
     return {"precision": rec.precision, "reason": rec.reason, "rows": table.to_dict("records"),
-            "thresholds": rec.thresholds}
+            "thresholds": rec.thresholds, "tasks": tasks,
+            "labelled": bool(meta.get("labels"))}
 
 
 def _table_context(df: pd.DataFrame) -> dict:
