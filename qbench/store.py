@@ -201,7 +201,7 @@ class ResultStore:
         default_status = "problems" if statuses.isin(["zero", "nonfinite", "divergent"]).any() else "ok"
         task = task_of(candidate)
         output = evaluate(candidate, Thresholds())
-        verdict = str(fields.get("verdict") or (task or {}).get("verdict") or output["verdict"])
+        verdict = str(fields.get("verdict") or (task or {}).get("verdict") or output.get("verdict") or "")
         extra = {k: v for k, v in {**(candidate.meta or {}), **meta}.items() if k != "task"}
         run_row = (
             str(fields.get("created_at") or _dt.datetime.now().astimezone().isoformat(timespec="seconds")),
@@ -225,7 +225,7 @@ class ResultStore:
              _int(f.get("index")), _text(f.get("severity")), _text(f.get("message")))
             for f in (candidate.findings or [])
         ]
-        summary_rows = [("output", k, _real(output[k])) for k in OUTPUT_METRICS]
+        summary_rows = [("output", k, _real(output.get(k))) for k in OUTPUT_METRICS]
         summary_rows += [("task", str(k), _real_or_none(v)) for k, v in ((task or {}).get("metrics") or {}).items()]
         try:
             with self._transaction() as conn:  # one transaction: commit on success, roll back on any exception

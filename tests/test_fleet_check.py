@@ -101,22 +101,27 @@ def test_diff_lists_changes_and_escapes_names_on_the_page(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def classifier_runs(tmp_path_factory):
-    """Three real runs of the classifier into one store: a baseline, a clean rerun (the same ranges)
-    and a planted regression (its calibration cache with every range shrunk 20-fold)."""
+    """Three real runs of the orientation classifier, judged as a classifier against exact labels
+    (text lines rendered upright = 0, rotated 180° = 1), into one store: a baseline, a clean rerun
+    (the same ranges) and a planted regression (its calibration cache with every range shrunk 20-fold)."""
+    from judge_fixtures import LINES, ppocr_line_tensor, render_line
     from qbench.pipeline import RunConfig, run_pipeline
     from qbench.ranges import Ranges
 
     root = tmp_path_factory.mktemp("fleet_runs")
     data = root / "data"
     data.mkdir()
-    rng = np.random.default_rng(7)
-    for i in range(2):
-        np.save(data / f"s{i}.npy", rng.uniform(-1, 1, (1, 3, 48, 192)).astype(np.float32))
+    labels = {}
+    for i, text in enumerate(LINES[:4]):
+        img = render_line(text)
+        np.save(data / f"line{i}.npy", ppocr_line_tensor(img.rotate(180) if i % 2 else img))
+        labels[f"line{i}.npy"] = i % 2
+    (data / "labels.json").write_text(json.dumps(labels))
     reports = root / "reports"
 
     def run(name, ranges=None):
         return run_pipeline(RunConfig(model=CLASSIFIER, data=data, out=reports / name, precisions=("int8",),
-                                      method="minmax", ranges=ranges, fallback=False, progress=False),
+                                      method="minmax", ranges=ranges, fallback=False, progress=False, task="classify"),
                             echo=lambda _: None)
 
     base = run("base")
@@ -141,7 +146,9 @@ def test_planted_regression_fails_the_gate_and_a_clean_rerun_passes(classifier_r
     assert main(["check", str(runs["planted"].results_json), "--baseline", base_id, "--store", store,
                  "--junit", str(junit)]) == 1
     line = capsys.readouterr().out.strip()
-    assert line.startswith("REGRESSION: ch_ppocr_mobile_v2.0_cls_infer: int8:") and "\n" not in line
+    # the judge's deciding metric (lower is better, as the task result says) caught it
+    assert line.startswith("REGRESSION: ch_ppocr_mobile_v2.0_cls_infer: int8: task.accuracy_drop rose from 0 to ")
+    assert "\n" not in line
     assert ET.parse(junit).getroot().find("testsuite").get("failures") != "0"
     # the same gate on store ids alone
     assert main(["check", str(runs["planted"].run_ids[0]), "--baseline", base_id, "--store", store]) == 1
@@ -150,7 +157,7 @@ def test_planted_regression_fails_the_gate_and_a_clean_rerun_passes(classifier_r
     # diff: the planted ranges moved the output and many tensors; the clean rerun moved nothing
     assert main(["diff", base_id, str(runs["planted"].results_json), "--store", store, "--out", str(tmp_path / "d")]) == 0
     text = capsys.readouterr().out
-    assert "int8: output_cosine_min" in text and "tensor(s) changed" in text
+    assert "int8: task.accuracy_drop 0 -> " in text and "tensor(s) changed" in text
     assert main(["diff", base_id, str(runs["clean"].run_ids[0]), "--store", store]) == 0
     assert "no change beyond" in capsys.readouterr().out
 
@@ -158,7 +165,8 @@ def test_planted_regression_fails_the_gate_and_a_clean_rerun_passes(classifier_r
     assert main(["history", "--store", store, "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in rows] == [runs[k].run_ids[0] for k in ("base", "clean", "planted")]
-    assert rows[0]["verdict"] == "pass" and rows[2]["value"] < rows[0]["value"]
+    assert {r["task"] for r in rows} == {"classify"} and {r["deciding_metric"] for r in rows} == {"task.accuracy_drop"}
+    assert rows[0]["value"] == rows[1]["value"] == 0 and rows[2]["value"] >= 0.25
     assert main(["history", "--store", store, "--format", "csv", "--model", "ch_ppocr_mobile_v2.0_cls_infer"]) == 0
     assert capsys.readouterr().out.count("\n") == 4
     assert main(["history", "--store", store, "--model", "nope"]) == 2

@@ -21,7 +21,7 @@ from xml.etree import ElementTree as ET
 
 from qbench import atomic
 from qbench.errors import QbenchError
-from qbench.fleet.runs import RunView, lower_is_better
+from qbench.fleet.runs import RunView
 
 DEFAULT_MAX_DROP = 0.005
 
@@ -135,9 +135,10 @@ def _drop_check(p: str, cand, base, max_drop: float) -> Check:
     now, before = cand.metrics().get(name, math.nan), base.metrics().get(name, math.nan)
     if math.isnan(before):
         return Check(f"{p}: {name} vs baseline", True, f"{p}: {name} not measured in the baseline")
-    change = (now - before) if not lower_is_better(name) else (before - now)  # > 0: better
+    higher = base.higher_is_better(name)
+    change = (now - before) if higher else (before - now)  # > 0: better
     ok = not math.isnan(now) and change >= -max_drop
-    word = "dropped" if not lower_is_better(name) else "rose"
+    word = "dropped" if higher else "rose"
     return Check(f"{p}: {name} vs baseline", ok,
                  f"{p}: {name} {word} from {_fmt(before)} to {_fmt(now)} (more than --max-drop {max_drop:g})"
                  if not ok else f"{p}: {name} {_fmt(now)} (baseline {_fmt(before)})")

@@ -135,14 +135,13 @@ tolerance {{ d.tolerance }}</p>
 
 def write_diff(d: RunDiff, out_dir: str | Path) -> Path:
     """Write diff.json, diff_tensors.csv and then diff.html (last, so the page's links exist)."""
-    from qbench.fleet.runs import lower_is_better
-
     out = atomic.ensure_dir(out_dir)
     atomic.write_text(out / "diff.json", json.dumps(d.to_dict(), indent=1, ensure_ascii=False, allow_nan=False))
     atomic.write_text(out / "diff_tensors.csv", d.tensors.to_csv(index=False))
     metrics = []
     for r in d.metrics.to_dict("records"):
-        better = _finite(r["delta"]) and r["delta"] != 0 and ((r["delta"] > 0) != lower_is_better(r["metric"]))
+        cand = d.b.candidates.get(r["precision"]) or d.a.candidates.get(r["precision"])
+        better = _finite(r["delta"]) and r["delta"] != 0 and ((r["delta"] > 0) == cand.higher_is_better(r["metric"]))
         r["direction"] = "" if not (_finite(r["delta"]) and r["changed"]) else ("better" if better else "worse")
         metrics.append(r)
     page = _PAGE.render(d=d, candidates=d.candidates.to_dict("records"), metrics=metrics,

@@ -50,6 +50,13 @@ class CandidateView:
             out[f"task.{k}"] = _num(v)
         return out
 
+    def higher_is_better(self, metric: str) -> bool:
+        """The judge states the direction of its primary metric; other names go by their words."""
+        task = self.task or {}
+        if metric == f"task.{task.get('primary')}" and isinstance(task.get("higher_is_better"), bool):
+            return task["higher_is_better"]
+        return not lower_is_better(metric)
+
     @property
     def deciding(self) -> str:
         primary = (self.task or {}).get("primary")
@@ -170,7 +177,8 @@ def _task_block(task) -> dict | None:
     metrics = task.get("metrics") if isinstance(task.get("metrics"), dict) else {}
     return {"task": str(task.get("task") or ""), "primary": str(task.get("primary") or ""),
             "metrics": {str(k): _num(v) for k, v in metrics.items() if _is_number(v)},
-            "verdict": str(task.get("verdict") or ""), "reason": str(task.get("reason") or "")}
+            "verdict": str(task.get("verdict") or ""), "reason": str(task.get("reason") or ""),
+            "higher_is_better": task.get("higher_is_better") if isinstance(task.get("higher_is_better"), bool) else None}
 
 
 def _tensor_frame(frame: pd.DataFrame) -> pd.DataFrame:
