@@ -51,6 +51,9 @@ def test_spec_errors_are_one_line(tmp_path, capsys):
     # FP16 reads no ranges: one FP16 cell, not one per calibrator
     assert [c.id for c in plan.cells] == ["int8-entropy", "int8-minmax", "fp16"]
     assert all(Path(c.model).is_absolute() and c.limit == 2 for c in plan.cells)
+    (tmp_path / "tasks.toml").write_text('models = ["m.onnx"]\ndata = "data"\nprecisions = ["int8"]\n'
+                                         'calibrators = ["minmax"]\ntasks = ["classify", "generic"]')
+    assert [c.id for c in load_spec(tmp_path / "tasks.toml").cells] == ["int8-minmax-classify", "int8-minmax-generic"]
     with pytest.raises(QbenchError, match="whole number"):
         load_spec(tmp_path / "ok.yaml", limit=0)
 

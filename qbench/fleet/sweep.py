@@ -220,7 +220,9 @@ def _outcome_row(cell: Cell, outcome) -> dict:
     view = load_results_json(Path(outcome.results_json))
     cand = view.candidates.get(cell.precision)
     value = cand.metrics().get(cand.deciding) if cand else None
-    return {"status": "done", "verdict": cand.verdict if cand else "", "deciding_metric": cand.deciding if cand else "",
+    judged = ((cand.task or {}).get("task") if cand else "") or cell.task  # what the judge resolved (e.g. auto)
+    return {"status": "done", "task": judged, "verdict": cand.verdict if cand else "",
+            "deciding_metric": cand.deciding if cand else "",
             "value": None if value is None or math.isnan(value) else value,
             "recommendation": view.recommendation, "report": str(outcome.report)}
 
@@ -346,7 +348,7 @@ td,th{border:1px solid #ccc;padding:.25rem .5rem;font-size:.9rem;text-align:left
 <h2>Models × configurations</h2>
 <table id="matrix"><tr><th>model</th>{% for c in configs %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for m in models %}<tr><th>{{ m }}</th>{% for c in configs %}{% set r = grid.get((m, c)) %}
-<td class="{{ (r.verdict if r.status == 'done' else r.status) if r else '' }}">{% if r and r.status == 'done' %}<a href="{{ r.href }}">{{ r.verdict or "report" }}</a> {{ r.value_text }}{% elif r %}{{ r.status }}{% endif %}</td>{% endfor %}</tr>
+<td class="{{ (r.verdict if r.status == 'done' else r.status) if r else '' }}" title="{{ r.deciding_metric if r else '' }}">{% if r and r.status == 'done' %}<a href="{{ r.href }}">{{ r.verdict or "report" }}</a> {{ r.value_text }}{% elif r %}{{ r.status }}{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</table>
 <h2>Cells</h2>
 <table id="cells"><tr><th>model</th><th>cell</th><th>precision</th><th>calibrator</th><th>task</th><th>status</th><th>verdict</th><th>deciding metric</th><th>value</th><th>recommendation</th><th>time s</th><th>report</th></tr>
