@@ -58,6 +58,15 @@ def test_spec_errors_are_one_line(tmp_path, capsys):
         load_spec(tmp_path / "ok.yaml", limit=0)
 
 
+def test_an_unreachable_ray_cluster_is_one_line_in_seconds(tmp_path, capsys):
+    pytest.importorskip("ray")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "s.yaml").write_text(f"models: ['{CLASSIFIER}']\ndata: data\nprecisions: [fp16]\nout: out")
+    assert main(["sweep", str(tmp_path / "s.yaml"), "--ray", "127.0.0.1:1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qbench: error: cannot connect to the Ray cluster at 127.0.0.1:1:") and err.count("\n") == 1
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_two_model_sweep_on_local_ray_writes_the_index_and_resumes(tmp_path):

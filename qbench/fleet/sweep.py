@@ -68,8 +68,8 @@ class Cell:
 
     def key(self) -> str:
         """What decides the cell's result; a finished cell with another key is run again."""
-        stat = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) if os.path.exists(p) else (p, None, None)
-                for p in (self.model,)]
+        # the model file's size and mtime stand for its content (hashing a large model per cell is not free)
+        stat = (os.stat(self.model).st_size, os.stat(self.model).st_mtime_ns) if os.path.exists(self.model) else None
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "store")}
         return hashlib.sha256(json.dumps([fields, stat], sort_keys=True).encode()).hexdigest()[:16]
 
@@ -314,7 +314,10 @@ def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> Non
             if address == "local":
                 ray.init(num_cpus=jobs or os.cpu_count() or 1, **kwargs)
             else:
+                _reachable(address)
                 ray.init(address=address, **kwargs)
+        except QbenchError:
+            raise
         except Exception as exc:  # ConnectionError and Ray's own errors: one line
             raise QbenchError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     try:
@@ -331,6 +334,19 @@ def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> Non
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Refuse a HOST:PORT nobody listens on in seconds: Ray itself retries an absent head for minutes."""
+    import socket
+
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
+    if match is None:  # "auto" and other forms Ray resolves itself
+        return
+    try:
+        socket.create_connection((match.group(1), int(match.group(2))), timeout=timeout_s).close()
+    except OSError as exc:
+        raise QbenchError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 _INDEX = jinja2.Environment(autoescape=True).from_string("""<!doctype html>
