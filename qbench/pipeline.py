@@ -75,6 +75,9 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     judge = make_run_judge(cfg, graph, dataset, echo)  # bad task options fail before any work
     out = atomic.ensure_dir(Path(cfg.out) if cfg.out else Path("reports") / graph.name)
     echo(f"qbench: {graph.name}: {len(graph.float_tensors)} tensors, {len(dataset)} samples from {cfg.data}")
+    if graph.subgraph_node_count:
+        log.warning(f"qbench: warning: {graph.subgraph_node_count} nodes sit inside If/Loop/Scan bodies; they are "
+                    "not calibrated or simulated (they stay FP32 in every candidate), so verdicts cover the main graph only")
 
     started = time.perf_counter()
     if cfg.ranges:

@@ -76,7 +76,9 @@ class Ranges:
         lines = [self.header]
         for entry in self.entries.values():
             lines.append(f"{entry.name}: {float_to_hex(entry.scale)}")
-        return ("\n".join(lines) + ("\n" if self.final_newline else "")).encode("ascii")
+        # TensorRT writes a tensor's name as its bytes, i.e. UTF-8 for ONNX names (protobuf strings are
+        # UTF-8): a non-ASCII name must round-trip, not crash the writer
+        return ("\n".join(lines) + ("\n" if self.final_newline else "")).encode("utf-8")
 
     def write_trt_cache(self, path: str | Path) -> Path:
         return atomic.write_bytes(path, self.to_trt_cache())
@@ -84,7 +86,7 @@ class Ranges:
     @classmethod
     def from_trt_cache(cls, data: bytes, source: str = "cache") -> "Ranges":
         try:
-            text = data.decode("ascii")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise QbenchError(f"{source}: not a TensorRT calibration cache (binary data, expected text lines 'name: hex')") from None
         lines = text.split("\n")

@@ -65,3 +65,17 @@ def test_decorator_on_function_and_on_command_forwards_only_what_is_taken():
     assert seen["b"] == ("mine", ["limit", "quiet"])
     with pytest.raises(Exception, match="--out does not apply"):
         a.main(["--out", "x"], standalone_mode=False)
+
+
+def test_internal_error_hint_and_debug_after_the_command(monkeypatch, capsys):
+    import qbench.tensorrt._import as trt_import
+
+    def boom():
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(trt_import, "import_trt", boom)
+    assert main(["trt-info"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "qbench: internal error: RuntimeError: planted bug (rerun with --debug for the traceback)"
+    with pytest.raises(RuntimeError, match="planted bug"):  # the hint is right: --debug after the command works
+        main(["trt-info", "--debug"])

@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     except QbenchError as exc:
         click.echo(f"qbench: error: {exc}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("qbench: aborted", err=True)
+    except click.exceptions.Abort:  # click turns Ctrl-C (SIGINT) inside a command into Abort
+        click.echo("qbench: interrupted", err=True)
         return 130
     except click.UsageError as exc:  # a wrong option or value: one line, like every other user error
         click.echo(f"qbench: error: {exc.format_message()}", err=True)

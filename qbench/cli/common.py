@@ -100,9 +100,7 @@ def _add_to_function(func):
     for name, option in _COMMON:
         if name not in skip:
             # click lists __click_params__ in reverse, so inserting first puts them last in --help
-            holder = lambda: None  # noqa: E731 - a scratch target for click's decorator
-            option(holder)
-            wrapper.__click_params__.insert(0, holder.__click_params__[0])
+            wrapper.__click_params__.insert(0, _parameter(option))
     return wrapper
 
 
@@ -111,10 +109,17 @@ def _add_to_command(command: click.Command) -> None:
     skip = {name for name, _ in _COMMON if _flag(name) in declared}
     for name, option in _COMMON:
         if name not in skip:
-            holder = lambda: None  # noqa: E731
-            option(holder)
-            command.params.append(holder.__click_params__[0])
+            command.params.append(_parameter(option))
     command.callback = _wrap(command.callback, skip)
+
+
+def _parameter(option) -> click.Parameter:
+    """The click.Option a ``click.option(...)`` decorator would attach (a fresh one per command)."""
+    def holder():
+        pass
+
+    option(holder)
+    return holder.__click_params__[0]
 
 
 def versions() -> list[tuple[str, str]]:
