@@ -267,6 +267,9 @@ def run_sweep(plan: SweepPlan, jobs: int | None = None, ray_address: str | None 
         write_index(plan, list(rows.values()))  # after each cell: the page shows progress, never a torn file
 
     if todo:
+        # largest models first (file size stands for cost): a big cell started last would leave the
+        # other workers idle at the end (longest-first list scheduling; docs/FLEET.md)
+        todo.sort(key=lambda c: -(os.path.getsize(c.model) if os.path.exists(c.model) else 0))
         if ray_address:
             _run_on_ray(todo, ray_address, jobs, finish)
         else:
