@@ -11,6 +11,8 @@ from qbench.cli.common import common_options
 from qbench.errors import QbenchError
 from qbench.fleet.runs import DEFAULT_STORE
 
+# check, history and diff print only their result, which --quiet keeps (as every command does)
+
 _STORE = click.option("--store", type=click.Path(path_type=Path), default=None,
                       help=f"Results store (SQLite) for run ids and history [{DEFAULT_STORE}].")
 
@@ -34,7 +36,7 @@ _STORE = click.option("--store", type=click.Path(path_type=Path), default=None,
 @_STORE
 @common_options
 @click.pass_context
-def check_command(ctx, run, baseline, mins, maxs, require_pass, max_drop, precisions, junit, store):
+def check_command(ctx, run, baseline, mins, maxs, require_pass, max_drop, precisions, junit, store, quiet):
     """Gate on RUN (results.json, report folder or store run id): exit 0 pass, 1 regression, 2 error.
 
     Checks tolerances (--min/--max/--require-pass) and, with --baseline, that no candidate that passed
@@ -69,7 +71,7 @@ def check_command(ctx, run, baseline, mins, maxs, require_pass, max_drop, precis
 @click.option("--last", type=click.IntRange(min=1), default=None, help="Only the newest N invocations.")
 @_STORE
 @common_options
-def history_command(model, fmt, last, store):
+def history_command(model, fmt, last, store, quiet):
     """The runs recorded in the store, one row per candidate (verdict, task, deciding metric)."""
     from qbench.fleet.history import history, render
 
@@ -83,7 +85,7 @@ def history_command(model, fmt, last, store):
               help="Changes up to this (absolute) are not differences.")
 @_STORE
 @common_options
-def diff_command(run_a, run_b, tolerance, store, out):
+def diff_command(run_a, run_b, tolerance, store, out, quiet):
     """Which verdicts, task metrics and tensors changed from RUN_A to RUN_B (results.json, report
     folder or store run id). With --out DIR also diff.html, diff.json and diff_tensors.csv."""
     from qbench.fleet.diff import diff_runs, write_diff
