@@ -54,6 +54,14 @@ def test_spec_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "tasks.toml").write_text('models = ["m.onnx"]\ndata = "data"\nprecisions = ["int8"]\n'
                                          'calibrators = ["minmax"]\ntasks = ["classify", "generic"]')
     assert [c.id for c in load_spec(tmp_path / "tasks.toml").cells] == ["int8-minmax-classify", "int8-minmax-generic"]
+    # a model names its own tasks; task options merge the sweep's and the model's (the model's win)
+    (tmp_path / "own.toml").write_text('data = "data"\nprecisions = ["int8"]\ncalibrators = ["minmax"]\n'
+                                       'task_options = {classify = {max_drop = 0.02, top_k = 5}}\n'
+                                       'models = [{path = "m.onnx", tasks = ["classify"], task_options = {classify = {top_k = 1}}},'
+                                       ' {path = "m.onnx", name = "g"}]')
+    cells = load_spec(tmp_path / "own.toml").cells
+    assert [(c.model_name, c.task, json.loads(c.task_options)) for c in cells] == [
+        ("m", "classify", {"max_drop": 0.02, "top_k": 1}), ("g", "", {})]
     with pytest.raises(QbenchError, match="whole number"):
         load_spec(tmp_path / "ok.yaml", limit=0)
 

@@ -16,10 +16,12 @@ The spec (TOML or YAML; paths relative to the spec's folder)::
     data = "data"                          # default data folder for every model
     limit = 4                              # samples per cell (calibration and comparison)
     fallback = false                       # INT8 fallback search in each cell [true]
-    models = ["a.onnx", {path = "b.onnx", data = "b_data", name = "b"}]
+    models = ["a.onnx", {path = "b.onnx", data = "b_data", name = "b", tasks = ["detect"],
+               task_options = {detect = {score_threshold = 0.3}}}]
     precisions = ["int8", "fp16"]          # [int8, fp16]
     calibrators = ["entropy", "minmax"]   # [entropy]
-    tasks = ["auto"]                       # only with a qbench that has the task judge
+    tasks = ["auto"]                       # [the judge's default]; a model may name its own
+    task_options = {classify = {max_drop = 0.01}}   # per task: the judge's options and tolerances
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from qbench import atomic
 from qbench.errors import QbenchError
 
 CELL_FILE = "cell.json"
-SPEC_KEYS = {"out", "data", "limit", "fallback", "models", "precisions", "calibrators", "tasks", "max_float"}
+SPEC_KEYS = {"out", "data", "limit", "fallback", "models", "precisions", "calibrators", "tasks", "max_float",
+             "task_options"}
+MODEL_KEYS = {"path", "data", "name", "tasks", "task_options"}
 CALIBRATORS = ("entropy", "minmax", "percentile")
 
 
@@ -60,6 +64,7 @@ class Cell:
     max_float: int
     out: str  # this cell's report folder
     store: str
+    task_options: str = "{}"  # JSON (sorted keys): a frozen cell is hashable and its key stable
 
     @property
     def id(self) -> str:
@@ -138,8 +143,6 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
     for c in calibrators:
         if c not in CALIBRATORS:
             raise QbenchError(f"sweep spec: unknown calibrator {c!r}; choose from {', '.join(CALIBRATORS)}")
-    if any(tasks) and "task" not in {f.name for f in dataclasses.fields(RunConfig)}:
-        raise QbenchError("sweep spec names tasks, but this qbench has no task judge (RunConfig.task)")
     cell_limit = limit if limit is not None else doc.get("limit")
     if cell_limit is not None and (not isinstance(cell_limit, int) or isinstance(cell_limit, bool) or cell_limit < 1):
         raise QbenchError(f"sweep spec: limit must be a whole number ≥ 1, not {cell_limit!r}")
@@ -156,6 +159,14 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
         entry = {"path": entry} if isinstance(entry, str) else entry
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             raise QbenchError(f"sweep spec: each model is a path or {{path = ..., data = ..., name = ...}}, not {entry!r}")
+        if set(entry) - MODEL_KEYS:
+            raise QbenchError(f"sweep spec: unknown key(s) {sorted(set(entry) - MODEL_KEYS)} for model {entry['path']}; "
+                              f"known: {sorted(MODEL_KEYS)}")
+        model_tasks = _list(entry, "tasks", tasks)
+        if any(model_tasks) and "task" not in {f.name for f in dataclasses.fields(RunConfig)}:
+            raise QbenchError("sweep spec names tasks, but this qbench has no task judge (RunConfig.task)")
+        shared, own = _task_options(doc.get("task_options")), _task_options(entry.get("task_options"))
+        options = {t: {**shared.get(t, {}), **own.get(t, {})} for t in {*shared, *own}}  # the model's win
         model = _path(base, entry["path"])
         if not model.is_file():
             raise QbenchError(f"sweep spec: model {model} does not exist")
@@ -174,13 +185,13 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
         seen = set()
         for precision in precisions:
             for calibrator in calibrators:
-                for task in tasks:
+                for task in model_tasks:
                     cal = calibrator if precision == "int8" else ""  # FP16 reads no ranges
                     if (precision, cal, task) in seen:
                         continue
                     seen.add((precision, cal, task))
                     cell = Cell(name, str(model), str(data_dir), precision, cal, str(task or ""), cell_limit, fallback,
-                                max_float, "", store)
+                                max_float, "", store, json.dumps(options.get(task, {}), sort_keys=True))
                     cells.append(dataclasses.replace(cell, out=str(out_dir / _slug(name) / cell.id)))
     return SweepPlan(spec_path, out_dir, cells, names)
 
@@ -192,7 +203,7 @@ def run_cell(cell: Cell) -> dict:
     started = time.perf_counter()
     row = _row(cell)
     try:
-        extra = {"task": cell.task} if cell.task else {}
+        extra = {"task": cell.task, "task_options": json.loads(cell.task_options)} if cell.task else {}
         cfg = RunConfig(model=Path(cell.model), data=Path(cell.data), out=Path(cell.out), precisions=(cell.precision,),
                         method=cell.calibrator or "minmax", calib_limit=cell.limit, compare_limit=cell.limit,
                         fallback=cell.fallback, max_float=cell.max_float, store=Path(cell.store), progress=False,
@@ -416,6 +427,15 @@ def _list(doc: dict, key: str, default: list) -> list:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise QbenchError(f"sweep spec: {key!r} must be a non-empty list of names")
     return list(dict.fromkeys(value))
+
+
+def _task_options(value) -> dict:
+    """``{task: {option: value}}`` from the spec; the judge itself checks each option when the cell runs."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise QbenchError("sweep spec: task_options must map a task name to its options, e.g. {classify = {max_drop = 0.01}}")
+    return {str(k): dict(v) for k, v in value.items()}
 
 
 def _path(base: Path, value) -> Path:
