@@ -18,8 +18,7 @@ from qbench.errors import QbenchError
 log = logging.getLogger("qbench")
 
 PRECISIONS = ("int8", "fp16")
-MIXED = "int8-mixed"
-LABELS_FILE = "labels.json"  # ground truth for the judge, looked for in the data folder  # the fallback search's candidate: INT8 with some tensors kept in float
+MIXED = "int8-mixed"  # the fallback search's candidate: INT8 with some tensors kept in float
 
 
 @dataclass
@@ -43,8 +42,9 @@ class RunConfig:
     store: Path | None = None  # SQLite file; default: <out>/../qbench.sqlite
     progress: bool = True
     # the task judge that decides every verdict (qbench.judge): a task name or "file.py:function",
-    # its options and tolerances, and a labels file (default: labels.json in the data folder)
-    task: str = "generic"
+    # its options and tolerances, and a labels file (default: labels.json in the data folder).
+    # None: no judge, verdicts from output tensors (the baseline benchmarks/bench_judge.py times)
+    task: str | None = "generic"
     task_options: dict = field(default_factory=dict)
     labels: Path | None = None
 
@@ -145,7 +145,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         **({"calibration_warning": " | ".join(ranges.notes)} if ranges.notes else {}),
         **({"int8_warning": " | ".join(hazards)} if hazards else {}), "int8_placement": cfg.placement,
         "elapsed_s": round(time.perf_counter() - started, 2), "backend": "onnxruntime-cpu (simulation)",
-        "task": judge.task, "task_note": judge.note, "labels": judge.labels.path if judge.labels is not None else "",
+        "task": judge.task if judge else "", "task_note": judge.note if judge else "",
+        "labels": judge.labels.path if judge and judge.labels is not None else "",
     }
     report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras)
     with ResultStore(cfg.store or out.parent / "qbench.sqlite") as store:
@@ -189,10 +190,10 @@ def _fallback(cfg: RunConfig, graph, dataset, ranges, int8, out: Path, echo, ref
     started = time.perf_counter()
     result = search_fallback(graph, dataset, ranges, int8, max_float=cfg.max_float, limit=cfg.compare_limit,
                              progress=cfg.progress, keep_float=cfg.keep_float, echo=echo, reference=reference)
-    # the search itself compares tensors; the candidate it ends with is judged on its task like the others
-    result.comparison.task, result.comparison.pictures = judge_precision(
-        graph, dataset, "int8", ranges, judge, keep_float=result.keep_float, limit=cfg.compare_limit, progress=cfg.progress)
-    echo(f"qbench: {MIXED}: {_task_line(result.comparison.task)}")
+    if judge is not None:  # the search compares tensors; the candidate it ends with is judged like the others
+        result.comparison.task, result.comparison.pictures = judge_precision(
+            graph, dataset, "int8", ranges, judge, keep_float=result.keep_float, limit=cfg.compare_limit, progress=cfg.progress)
+        echo(f"qbench: {MIXED}: {_task_line(result.comparison.task)}")
     result.comparison.save(out / MIXED)
     verdict = "passes" if result.passed else "still fails"
     echo(f"qbench: {MIXED}: {verdict} with {len(result.kept)} tensor(s) kept in float "
@@ -226,9 +227,11 @@ def _mixed_candidate(cfg: RunConfig, result, out: Path):
 
 
 def make_run_judge(cfg: RunConfig, graph, dataset, echo):
-    """The judge of this run (``qbench.compare.entry.dataset_judge``)."""
+    """The judge of this run (``qbench.compare.entry.dataset_judge``); None when cfg.task is None."""
     from qbench.compare.entry import dataset_judge
 
+    if cfg.task is None:
+        return None
     return dataset_judge(graph, dataset, cfg.task, cfg.task_options, cfg.labels, data_dir=cfg.data,
                          limit=cfg.compare_limit, echo=echo)
 

@@ -5,12 +5,11 @@ results come from the real generic judge over outputs made here (identical, pert
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pandas as pd
 import pytest
 from onnx import TensorProto, helper
 
-from qbench.advise import evaluate, passes, recommend, Thresholds
+from qbench.advise import Thresholds, evaluate, passes, recommend
 from qbench.judge import make_judge
 from qbench.model import ModelGraph
 from qbench.report import CandidateResult

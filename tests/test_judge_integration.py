@@ -205,3 +205,31 @@ def test_sample_and_output_names_are_escaped_in_the_task_section(tmp_path):
         assert evil + ".png" in p.page.inner_text("#cand-0 table.per-sample")
         assert evil in p.page.inner_text("#cand-0 .task-box")  # in the reason and as a metric name
         assert len(p.page.query_selector_all("#cand-0 .samples-grid img")) == 1
+
+
+# -- the outputs tap -------------------------------------------------------------------------------------
+def test_tap_judges_every_sample_and_pictures_the_worst_even_beyond_its_memory_budget(monkeypatch, tmp_path):
+    """With a budget that keeps one sample's picture only, the worst samples are still pictured
+    (re-run one by one), and the judge saw every sample of the comparison, in order."""
+    from judge_fixtures import LINES, ppocr_line_tensor, render_line
+
+    from qbench.compare import tap
+    from qbench.compare.entry import compare_precision
+    from qbench.data import load_dataset
+    from qbench.judge import make_judge
+    from qbench.model import ModelGraph
+
+    graph = ModelGraph.from_path(Path(__file__).resolve().parent / "data" / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    for i, text in enumerate(LINES[:5]):
+        img = render_line(text)
+        np.save(tmp_path / f"line{i}.npy", ppocr_line_tensor(img.rotate(180) if i % 2 else img))
+    dataset = load_dataset(tmp_path, graph.inputs)
+    monkeypatch.setattr(tap, "KEEP_BYTES", 1)
+    cmp = compare_precision(graph, dataset, "fp16", judge=make_judge("classify", graph), replay=False, progress=False, pictures=3)
+    assert list(cmp.task.per_sample["name"]) == [f"line{i}.npy" for i in range(5)]
+    assert [p.index for p in cmp.pictures] == list(cmp.task.worst(3)["sample"])
+    for pic in cmp.pictures:
+        assert pic.image is not None and pic.image.shape[:2] == (48, 192)
+        assert pic.reference_marks["text"].startswith("class ") and pic.candidate_marks["text"].startswith("class ")
+        assert pic.reference == {} and pic.candidate == {}  # arrays dropped once marked
+    assert cmp.meta["task"] == "classify" and cmp.meta["timing_s"]["task"] >= 0

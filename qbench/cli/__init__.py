@@ -18,7 +18,7 @@ from qbench.cli.common import common_options, print_version
 from qbench.errors import QbenchError
 
 # One module per subcommand group; each defines COMMANDS, a list of click commands.
-_COMMAND_MODULES = ("run", "calibrate", "check_ranges", "simulate", "compare", "trt")
+_COMMAND_MODULES = ("run", "calibrate", "check_ranges", "simulate", "compare", "trt", "fleet")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     # library warnings (e.g. a model that fails the ONNX checker) are whole sentences already
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        cli.main(args=argv, prog_name="qbench", standalone_mode=False)
+        # a command's ctx.exit(code) comes back as the return value (qbench check exits 1 on a regression)
+        code = cli.main(args=argv, prog_name="qbench", standalone_mode=False)
+        if isinstance(code, int) and code:
+            return code
     except QbenchError as exc:
         click.echo(f"qbench: error: {exc}", err=True)
         return exc.exit_code

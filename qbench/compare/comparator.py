@@ -365,9 +365,10 @@ def _channel_order(dataset) -> str:
 
 def _pictures(tap: OutputsTap, wanted: list[int], dataset, reference, candidate) -> list:
     """Pictures of the worst samples: kept during the pass, or (beyond the tap's memory budget)
-    made now by running just those samples again."""
+    made now by running just those samples again — only for a candidate that computes (an ONNX
+    model); imported results are read in sample order and cannot be asked for one sample twice."""
     missing = [i for i in wanted if i not in tap.pictures]
-    if missing and hasattr(dataset, "sample"):
+    if missing and hasattr(dataset, "sample") and getattr(candidate, "graph", None) is not None:
         for i in missing:
             feed = dataset.sample(i)
             ref, cand = reference.run(feed), candidate.run(feed)

@@ -91,12 +91,12 @@ class OutputsTap:
     """One per comparison: ``take`` (main thread) picks the output arrays out of a sample's
     captures; ``add`` (fold thread) hands them to the accumulator and keeps the picture."""
 
-    def __init__(self, judge, output_names, channel_order: str = "RGB", keep_bytes: int = KEEP_BYTES):
+    def __init__(self, judge, output_names, channel_order: str = "RGB", keep_bytes: int | None = None):
         self.judge = judge
         self.acc = judge.start()
         self.output_names = list(output_names)
         self.channel_order = channel_order
-        self.keep_bytes = keep_bytes
+        self.keep_bytes = KEEP_BYTES if keep_bytes is None else keep_bytes
         self.kept_bytes = 0
         self.pictures: dict[int, SamplePicture] = {}
         self.names: dict[int, str] = {}
