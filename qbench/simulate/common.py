@@ -34,6 +34,11 @@ class SimulatedModel:
     kept_nodes: list[str] = field(default_factory=list)
     source: str = "model"
     overflowed_weights: list[str] = field(default_factory=list)  # FP16: weights that became inf
+    # FP16: "likely" or "worst" (qbench.simulate.fp16), the layers accumulated in float16 and, in
+    # words, what the simulation assumed the engine does (which BN folds into which layer...)
+    mode: str = ""
+    accumulated: list[str] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
 
     def graph(self, name: str | None = None) -> ModelGraph:
         return ModelGraph(self.model, name=name or f"{self.source}-{self.precision}")
