@@ -37,6 +37,7 @@ class RunConfig:
     fallback: bool = True
     max_float: int = 8
     store: Path | None = None  # SQLite file; default: <out>/../qbench.sqlite
+    fp16_mode: str = "auto"  # likely | worst | both | auto (qbench.fp16_stage)
     progress: bool = True
 
 
@@ -87,6 +88,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     candidates, comparisons = [], {}
     reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
     for precision in cfg.precisions:
+        if precision == "fp16" and cfg.fp16_mode == "worst":
+            continue  # only the worst-mode candidate, added by the FP16 stage below
         comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float, reference=reference,
                                        limit=cfg.compare_limit, progress=cfg.progress)
         comparison.save(out / precision)
@@ -104,7 +107,13 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         candidates.insert(cfg.precisions.index("int8") + 1, _mixed_candidate(cfg, mixed, out))
         extras.append(section)
 
+    if "fp16" in cfg.precisions:  # worst-case FP16 candidate, headroom, fixes (qbench.fp16_stage)
+        from qbench.fp16_stage import assumption_note, run_fp16_stage
+
+        extras.append(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference))
     recommendation = recommend(candidates)
+    if "fp16" in cfg.precisions:
+        recommendation.reason += assumption_note(recommendation, comparisons)
     meta = {
         "model": str(cfg.model), "model_digest": graph.digest, "data": str(cfg.data), "samples": len(dataset),
         "calibration_method": ranges.method or cfg.method, "qbench_version": __version__,

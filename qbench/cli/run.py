@@ -26,16 +26,19 @@ def _options(func):
                      help="When INT8 fails, search which tensors to keep in float (candidate int8-mixed)."),
         click.option("--max-float", type=click.IntRange(min=0), default=8, show_default=True,
                      help="Most tensors the fallback search may keep in float."),
+        click.option("--fp16-mode", type=click.Choice(["auto", "likely", "worst", "both"]), default="auto", show_default=True,
+                     help="FP16 assumptions: likely (BN folded, FP32 accumulation), worst (BN unfolded, FP16 "
+                          "accumulation), both, or auto (worst too when the headroom analysis finds a risk)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, fallback, max_float) -> None:
+def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, fallback, max_float, fp16_mode) -> None:
     cfg = RunConfig(model=Path(model), data=Path(data), out=out, precisions=tuple(precisions) or PRECISIONS,
                     method=method, ranges=ranges, calib_limit=limit, compare_limit=limit, batch_size=batch_size,
-                    keep_float=tuple(keep_float), fallback=fallback, max_float=max_float)
+                    keep_float=tuple(keep_float), fallback=fallback, max_float=max_float, fp16_mode=fp16_mode)
     outcome = run_pipeline(cfg, echo=lambda msg: click.echo(msg, err=True))
     rec = outcome.recommendation
     click.echo(f"recommendation: {rec.precision} — {rec.reason}", err=True)
