@@ -281,3 +281,15 @@ def test_cli_fp16_mode_errors(tmp_path, capsys):
     assert err.count("\n") == 1 and "--fp16-mode only applies to --precision fp16" in err
     assert main(["run", str(CLS), "--data", str(tmp_path), "--fp16-mode", "best"]) != 0
     assert "best" in capsys.readouterr().err
+
+
+def test_bench_headroom_smoke(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_headroom", REPO / "benchmarks" / "bench_headroom.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    ratio = float(out.split("ratio (plain + headroom step) / plain = ")[1].split()[0])
+    assert ratio >= 1.0 and "parameter risk" in out
