@@ -64,16 +64,23 @@ def run_fp16_stage(cfg, graph, dataset, comparisons: dict, candidates: list, out
 def headroom_section(cfg, graph, dataset, comparisons: dict, out: Path, echo):
     """The report section: fixes table, headroom plot, assumptions of both modes, deployable flags,
     and (where a Conv -> BN pair is at risk) the rewrite and its proof by a re-run."""
+    source = comparisons.get("fp16") or comparisons.get(WORST)
+    head = source.headroom
+    echo(f"qbench: {head.summary()}")
+    rewrite, proof = _rewrite_and_prove(cfg, graph, dataset, head, comparisons, out, echo)
+    return section(head, comparisons, out, str(cfg.model), rewrite, proof)
+
+
+def section(head, comparisons: dict, out: Path, model: str, rewrite=None, proof=None):
+    """The ExtraSection from a headroom analysis and the FP16 comparisons at hand (also used by
+    ``qbench compare --precision fp16``); writes the headroom and fix tables beside the report."""
     from qbench.fp16_fixes import fix_table, precision_flags
     from qbench.report import ExtraSection
     from qbench.report.headroom_plot import headroom_along_graph
 
-    source = comparisons.get("fp16") or comparisons.get(WORST)
-    head = source.headroom
-    echo(f"qbench: {head.summary()}")
+    atomic.ensure_dir(out)
     atomic.write_text(out / "fp16_headroom.csv", head.tensors.to_csv(index=False))
     atomic.write_text(out / "fp16_parameters.csv", head.parameters.to_csv(index=False))
-    rewrite, proof = _rewrite_and_prove(cfg, graph, dataset, head, comparisons, out, echo)
     fixes = fix_table(head, rewrite)
     atomic.write_text(out / "fp16_fixes.csv", fixes.to_csv(index=False))
     lines = [head.summary() + "."]
@@ -83,7 +90,7 @@ def headroom_section(cfg, graph, dataset, comparisons: dict, out: Path, echo):
             lines.append(f"{label} assumes: " + "; ".join(cmp.meta.get("fp16_assumptions", [])) + ".")
     layers = head.risk_names()
     if layers:
-        flags = precision_flags(layers, str(cfg.model))
+        flags = precision_flags(layers, model)
         lines.append(f"Keep the risky layers in FP32 with trtexec: {flags['trtexec']}")
         lines.append(f"… with Polygraphy: {flags['polygraphy']}")
         lines.append("… with the TensorRT 10 builder: " + flags["tensorrt"].replace("\n", "; "))

@@ -35,6 +35,8 @@ def _summary(cmp) -> str:
         lines.append(f"culprit replay not done: {meta['replay'].get('reason', '')}")
     if meta.get("source"):
         lines.append(f"candidate data: {meta['source']}")
+    if meta.get("fp16_headroom"):
+        lines.append(meta["fp16_headroom"])
     return "\n".join(lines)
 
 
@@ -177,6 +179,10 @@ def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runn
         label = "fp16" if fp16_mode == "likely" else "fp16-worst"
     out = out_dir or DEFAULT_REPORTS / f"compare-{graph.name}-{label}"
     paths = cmp.save(out)
+    if getattr(cmp, "headroom", None) is not None:  # FP16: headroom plot, risks and fixes (qbench.fp16_stage)
+        from qbench.fp16_stage import section
+
+        extras.append(section(cmp.headroom, {label: cmp}, out, str(model)))
     report = _write_report(out, graph, cmp, label, model=model, data=data, ranges=ranges, extras=extras)
     click.echo(_summary(cmp))
     click.echo(f"wrote {paths['tensors']}, {paths['comparison']} and {report.parent / 'results.json'}")
