@@ -1,5 +1,11 @@
 #!/bin/bash
-# fp16 engineer's GPU session: wheels, pycuda from sdist (background), FP16 cross-check, pycuda device check.
+# The GPU session behind docs/FP16.md (a machine with CUDA and PyTorch, no TensorRT, no network).
+# Lay out a folder W (git-ignored, e.g. .whl/) holding: the wheels onnx2torch, pytools, platformdirs,
+# mako, siphash24 (python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 ...),
+# the pycuda sdist (pycuda-*.tar.gz), this script, and tree/ = a copy of qbench/, calib_data/,
+# tests/device/ and pyproject.toml. Then, on the GPU machine: bash W/run_device.sh
+# It builds pycuda from its sdist in the background while the FP16 cross-check runs, then runs the
+# calibrator device-buffer check with both CUDA backends. Logs land in $OUT.
 set -o pipefail
 export PYTHONUNBUFFERED=1
 W=$(cd "$(dirname "$0")" && pwd)
