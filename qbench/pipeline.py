@@ -112,13 +112,15 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
 
         extras.append(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference))
     recommendation = recommend(candidates)
-    if "fp16" in cfg.precisions:
-        recommendation.reason += assumption_note(recommendation, comparisons)
+    note = assumption_note(recommendation, comparisons) if "fp16" in cfg.precisions else ""
+    recommendation.reason += note
     meta = {
         "model": str(cfg.model), "model_digest": graph.digest, "data": str(cfg.data), "samples": len(dataset),
         "calibration_method": ranges.method or cfg.method, "qbench_version": __version__,
         "elapsed_s": round(time.perf_counter() - started, 2), "backend": "onnxruntime-cpu (simulation)",
     }
+    if note:  # what an FP16 recommendation assumes; the report appends it to the same recommendation
+        meta["recommendation_note"] = {"precision": recommendation.precision, "text": note.strip()}
     report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras)
     with ResultStore(cfg.store or out.parent / "qbench.sqlite") as store:
         run_ids = [store.record_run(graph.name, graph.digest, c, data_dir=str(cfg.data), samples=len(dataset),

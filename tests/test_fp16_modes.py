@@ -271,6 +271,10 @@ def test_pipeline_both_modes_on_classifier(tmp_path):
     page = outcome.report.read_text()
     assert "FP16 headroom and assumptions" in page and "fp16-worst" in page
     assert (tmp_path / "out" / "fp16_headroom.csv").is_file()
+    import json
+
+    results = json.loads((tmp_path / "out" / "results.json").read_text())  # the report says it too
+    assert "This FP16 verdict assumes" in results["recommendation"]["reason"]
 
 
 def test_cli_fp16_mode_errors(tmp_path, capsys):
