@@ -66,6 +66,10 @@ def test_detector_names_bn_variance_and_conv61_and_worst_mode_collapses(tmp_path
     bn = params[params["node"] == "p2o.BatchNormalization.1"]
     assert list(bn["role"]) == ["variance"] and bn.iloc[0]["issue"] == "overflow"
     assert bn.iloc[0]["folded_into"] == "p2o.Conv.61" and "9.79036e+07" in bn.iloc[0]["value"]
+    assert bn.iloc[0]["magnitude"] == pytest.approx(9.79036e7, rel=1e-5)
+    from qbench.report.headroom_plot import headroom_along_graph
+
+    assert headroom_along_graph(likely.headroom)[:8] == b"\x89PNG\r\n\x1a\n"
     risky = likely.headroom.risky_tensors.set_index("node")
     assert "p2o.Conv.61" in risky.index and 0.45 < risky.loc["p2o.Conv.61", "fp16_fraction"] < 0.51
     messages = " ".join(f["message"] for f in likely.findings if f["kind"].startswith("fp16_"))

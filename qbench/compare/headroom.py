@@ -38,7 +38,7 @@ BN_ROLES = {1: "scale", 2: "bias", 3: "mean", 4: "variance"}
 EPSILON_OPS = ("BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization")
 
 TENSOR_COLUMNS = ["index", "tensor", "node", "op_type", "fp32_peak", "fp16_fraction", "risk"]
-PARAMETER_COLUMNS = ["parameter", "node", "op_type", "role", "issue", "value", "count", "size", "folded_into"]
+PARAMETER_COLUMNS = ["parameter", "node", "op_type", "role", "issue", "value", "magnitude", "count", "size", "folded_into"]
 
 
 @dataclass
@@ -158,7 +158,8 @@ def parameter_risks(graph: ModelGraph) -> pd.DataFrame:
             slot = [i for i, x in enumerate(node.input) if x == tensor.name][0]
             role = BN_ROLES.get(slot, f"input {slot}") if node.op_type == "BatchNormalization" else f"input {slot}"
             rows.append({"parameter": tensor.name, "node": name, "op_type": node.op_type, "role": role, "issue": issue,
-                         "value": _fmt(values[hit]), "count": int(hit.sum()), "size": int(values.size),
+                         "value": _fmt(values[hit]), "magnitude": float(magnitude[hit].max()), "count": int(hit.sum()),
+                         "size": int(values.size),
                          "folded_into": folds.get(name) or ""})
     for i, node in enumerate(graph.model.graph.node):
         if node.op_type not in EPSILON_OPS:
@@ -167,7 +168,8 @@ def parameter_risks(graph: ModelGraph) -> pd.DataFrame:
         if eps is not None and 0 < abs(eps) < FP16_FLUSH_BELOW:
             name = graph.node_names[i]
             rows.append({"parameter": f"{name}.epsilon", "node": name, "op_type": node.op_type, "role": "epsilon",
-                         "issue": "flush", "value": f"{eps:.6g}", "count": 1, "size": 1, "folded_into": folds.get(name) or ""})
+                         "issue": "flush", "value": f"{eps:.6g}", "magnitude": abs(eps), "count": 1, "size": 1,
+                         "folded_into": folds.get(name) or ""})
     return pd.DataFrame(rows, columns=PARAMETER_COLUMNS)
 
 
