@@ -166,7 +166,7 @@ def build_fp16_model(graph, keep_float=(), *, mode: str = "likely", accumulate=(
         tensor.CopyFrom(numpy_helper.from_array(through_half, name))
         weights.append(name)
 
-    if overflowed:
+    if overflowed and mode == "likely":  # in the worst mode the overflow is the point (headroom names it)
         warn(f"FP16: {len(overflowed)} weight(s) exceed 65504 and become inf, first {overflowed[0]!r}")
     produced = {t.name for t in graph.tensors}
     sim = SimulatedModel(
