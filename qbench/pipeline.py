@@ -40,6 +40,7 @@ class RunConfig:
     fallback: bool = True
     max_float: int = 8
     store: Path | None = None  # SQLite file; default: <out>/../qbench.sqlite
+    fp16_mode: str = "auto"  # likely | worst | both | auto (qbench.fp16_stage)
     progress: bool = True
     # the task judge that decides every verdict (qbench.judge): a task name or "file.py:function",
     # its options and tolerances, and a labels file (default: labels.json in the data folder).
@@ -111,6 +112,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     candidates, comparisons = [], {}
     reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
     for precision in cfg.precisions:
+        if precision == "fp16" and cfg.fp16_mode == "worst":
+            continue  # only the worst-mode candidate, added by the FP16 stage below
         comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float, reference=reference,
                                        limit=cfg.compare_limit, progress=cfg.progress, judge=judge,
                                        placement=_placement(cfg))
@@ -138,7 +141,13 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         candidates.insert(cfg.precisions.index("int8") + 1, _mixed_candidate(cfg, mixed, out))
         extras.append(section)
 
+    if "fp16" in cfg.precisions:  # worst-case FP16 candidate, headroom, fixes (qbench.fp16_stage)
+        from qbench.fp16_stage import assumption_note, run_fp16_stage
+
+        extras.append(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference, judge))
     recommendation = recommend(candidates)
+    note = assumption_note(recommendation, comparisons) if "fp16" in cfg.precisions else ""
+    recommendation.reason += note
     meta = {
         "model": str(cfg.model), "model_digest": graph.digest, "data": str(cfg.data), "samples": len(dataset),
         "calibration_method": ranges.method or cfg.method, "qbench_version": __version__,
@@ -148,6 +157,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         "task": judge.task if judge else "", "task_note": judge.note if judge else "",
         "labels": judge.labels.path if judge and judge.labels is not None else "",
     }
+    if note:  # what an FP16 recommendation assumes; the report appends it to the same recommendation
+        meta["recommendation_note"] = {"precision": recommendation.precision, "text": note.strip()}
     report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras)
     with ResultStore(cfg.store or out.parent / "qbench.sqlite") as store:
         run_ids = [store.record_run(graph.name, graph.digest, c, data_dir=str(cfg.data), samples=len(dataset),

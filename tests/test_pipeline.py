@@ -135,7 +135,7 @@ def test_model_with_several_outputs(tmp_path, model_path, small_data_dir, graph)
     two_heads = tmp_path / "two_heads.onnx"
     onnx.save(model, str(two_heads))
     outcome = run_pipeline(RunConfig(model=two_heads, data=small_data_dir, out=tmp_path / "rep", compare_limit=1,
-                                     calib_limit=2, progress=False, fallback=False), echo=lambda _: None)
+                                     calib_limit=2, progress=False, fallback=False, fp16_mode="likely"), echo=lambda _: None)
     for precision, comparison in outcome.comparisons.items():
         outputs = comparison.tensors[comparison.tensors["is_output"]]
         assert set(outputs["tensor"]) == {extra, "sigmoid_0.tmp_0"}, precision

@@ -38,6 +38,8 @@ def _summary(cmp) -> str:
         lines.append(f"culprit replay not done: {meta['replay'].get('reason', '')}")
     if meta.get("source"):
         lines.append(f"candidate data: {meta['source']}")
+    if meta.get("fp16_headroom"):
+        lines.append(meta["fp16_headroom"])
     return "\n".join(lines)
 
 
@@ -96,6 +98,8 @@ def _write_report(out: Path, graph, cmp, label: str, *, model: Path, data, range
               help="INT8 ranges: a TensorRT calibration cache or qbench ranges JSON.")
 @click.option("--method", default=None, help="Calibrate INT8 ranges on --data with this method (default: entropy) when no --ranges.")
 @click.option("--keep-float", multiple=True, help="Tensor or node to leave in float32 in the simulation (repeatable).")
+@click.option("--fp16-mode", type=click.Choice(["likely", "worst"]), default="likely", show_default=True,
+              help="With --precision fp16: likely (BN folded, FP32 accumulation) or worst (BN unfolded, FP16 accumulation).")
 @click.option("--limit", type=int, default=None, help="Compare at most N samples.")
 @click.option("--min-cosine", type=float, default=None, help="A tensor is divergent below this cosine similarity (default 0.9).")
 @click.option("--max-rel-l2", type=float, default=None, help="A tensor is divergent above this relative L2 error (default 0.5).")
@@ -107,7 +111,7 @@ def _write_report(out: Path, graph, cmp, label: str, *, model: Path, data, range
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @task_options
 def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runner, engine, capture, layer_info, ranges_path,
-                    method, keep_float, limit, min_cosine, max_rel_l2, max_replay, no_replay, out_dir, quiet,
+                    method, keep_float, fp16_mode, limit, min_cosine, max_rel_l2, max_replay, no_replay, out_dir, quiet,
                     task, labels, task_option, max_drop, min_agreement, evaluator):
     """Compare MODEL (FP32 reference) layer by layer with a candidate: find zero outputs, NaN/Inf and
     divergence, the first tensor where a problem appears, and the nodes that introduce it. Writes the
@@ -129,6 +133,8 @@ def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runn
         raise QbenchError("give --ranges or --method, not both")
     if limit is not None and limit < 1:
         raise QbenchError(f"--limit must be at least 1, not {limit}")
+    if fp16_mode != "likely" and precision != "fp16":
+        raise QbenchError("--fp16-mode only applies to --precision fp16")
     if keep_float and precision is None:
         raise QbenchError("--keep-float only applies to --precision")
     if trt_outputs and data_dir is None:
@@ -181,10 +187,14 @@ def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runn
         cmp = compare_precision(graph, dataset, "int8", ranges, keep_float=keep_float, **common)
         label = "int8"
     else:
-        cmp = compare_precision(graph, dataset, "fp16", keep_float=keep_float, **common)
-        label = "fp16"
+        cmp = compare_precision(graph, dataset, "fp16", keep_float=keep_float, fp16_mode=fp16_mode, **common)
+        label = "fp16" if fp16_mode == "likely" else "fp16-worst"
     out = out_dir or DEFAULT_REPORTS / f"compare-{graph.name}-{label}"
     paths = cmp.save(out)
+    if getattr(cmp, "headroom", None) is not None:  # FP16: headroom plot, risks and fixes (qbench.fp16_stage)
+        from qbench.fp16_stage import section
+
+        extras.append(section(cmp.headroom, {label: cmp}, out, str(model)))
     report = _write_report(out, graph, cmp, label, model=model, data=data, ranges=ranges, extras=extras)
     click.echo(_summary(cmp))
     click.echo(f"wrote {paths['tensors']}, {paths['comparison']} and {report.parent / 'results.json'}")

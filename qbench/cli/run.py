@@ -35,13 +35,16 @@ def _options(func):
                      help="When INT8 fails, search which tensors to keep in float (candidate int8-mixed)."),
         click.option("--max-float", type=click.IntRange(min=0), default=8, show_default=True,
                      help="Most tensors the fallback search may keep in float."),
+        click.option("--fp16-mode", type=click.Choice(["auto", "likely", "worst", "both"]), default="auto", show_default=True,
+                     help="FP16 assumptions: likely (BN folded, FP32 accumulation), worst (BN unfolded, FP16 "
+                          "accumulation), both, or auto (worst too when the headroom analysis finds a risk)."),
     ]
     for option in reversed(options):
         func = option(func)
     return task_options(func)
 
 
-def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, placement, fallback, max_float,
+def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, placement, fallback, max_float, fp16_mode,
          task, labels, task_option, max_drop, min_agreement, evaluator, default_task="generic", default_options=None,
          quiet=False) -> None:
     # --out (report folder, default reports/<model>), --limit and --quiet come from common_options
@@ -49,7 +52,7 @@ def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_f
                                            default_task, default_options)
     cfg = RunConfig(model=Path(model), data=Path(data), out=out, precisions=tuple(precisions) or PRECISIONS,
                     method=method, ranges=ranges, calib_limit=limit, compare_limit=limit, batch_size=batch_size,
-                    keep_float=tuple(keep_float), placement=placement, fallback=fallback, max_float=max_float,
+                    keep_float=tuple(keep_float), placement=placement, fallback=fallback, max_float=max_float, fp16_mode=fp16_mode,
                     task=task, task_options=options, labels=labels, progress=not quiet)
     outcome = run_pipeline(cfg, echo=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True)))
     rec = outcome.recommendation

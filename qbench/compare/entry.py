@@ -40,9 +40,12 @@ def dataset_judge(graph: ModelGraph, dataset, task: str = "generic", options: di
 
 
 def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *, keep_float=(), reference=None,
-                      placement: str = "likely", **kwargs) -> Comparison:
+                      placement: str = "likely", fp16_mode: str = "likely", peaks=None, **kwargs) -> Comparison:
     """FP32 ``graph`` vs its INT8 (needs ``ranges``) or FP16 simulation in ONNX Runtime.
-    ``reference``: an FP32 runner of ``graph`` to reuse across comparisons (one is built if None)."""
+    ``reference``: an FP32 runner of ``graph`` to reuse across comparisons (one is built if None).
+    ``fp16_mode``: ``likely`` or ``worst`` (qbench.simulate.fp16); ``peaks``: FP32 tensor peaks
+    already measured (tensor -> max |x|), which pick the worst mode's FP16-accumulated layers.
+    An FP16 comparison carries its headroom analysis (``cmp.headroom``, qbench.compare.headroom)."""
     from qbench.runners import OrtRunner
     from qbench.simulate import build_fp16_model, build_int8_model
 
@@ -53,7 +56,16 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
             raise QbenchError("an INT8 comparison needs ranges: give a ranges file or a calibration method")
         sim = build_int8_model(graph, ranges, keep_float=keep_float, placement=placement)
     else:
-        sim = build_fp16_model(graph, keep_float=keep_float)
+        accumulate = ()
+        if fp16_mode == "worst":
+            from qbench.compare.headroom import largest_accumulating, tensor_peaks
+            from qbench.simulate.fp16 import ACCUMULATING_OPS
+
+            if peaks is None:  # one FP32 pass over the accumulating layers' outputs only
+                peaks = tensor_peaks(graph, dataset, limit=kwargs.get("limit"),
+                                     names=[t.name for t in graph.tensors if t.op_type in ACCUMULATING_OPS])
+            accumulate = largest_accumulating(graph, peaks)
+        sim = build_fp16_model(graph, keep_float=keep_float, mode=fp16_mode, accumulate=accumulate)
     names = [t.name for t in graph.float_tensors]
     reference = reference or OrtRunner(graph, name="fp32")
     # ORT would fuse Q/DQ into its own int8 kernels, which refuse extreme scales (a planted or broken
@@ -62,7 +74,9 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
     cmp = compare_runs(graph, reference, candidate, dataset, candidate_model=sim.model, precision=precision,
                        ranges=ranges if precision == "int8" else None,
                        quantized=list(sim.quantized) + list(sim.quantized_inputs) if precision == "int8" else None, **kwargs)
-    how = "INT8 (Q/DQ)" if precision == "int8" else "FP16"
+    how = "INT8 (Q/DQ)" if precision == "int8" else f"FP16, {sim.mode} mode"
+    if precision == "fp16":
+        _add_headroom(cmp, graph, sim)
     return _describe(cmp, f"ONNX Runtime CPU simulation of {how} (not TensorRT)", simulated=True)
 
 
@@ -90,6 +104,16 @@ def judge_precision(graph: ModelGraph, dataset, precision: str, ranges, judge, *
         bar.close()
     task, wanted = tap.finish(pictures)
     return task, _pictures(tap, wanted, dataset, reference, candidate)
+
+
+def _add_headroom(cmp: Comparison, graph: ModelGraph, sim) -> None:
+    """The FP16 mode's assumptions and the headroom analysis, read off the measured FP32 extremes."""
+    from qbench.compare.headroom import analyze_headroom
+
+    cmp.headroom = analyze_headroom(graph, cmp.tensors)
+    cmp.findings.extend(cmp.headroom.findings())
+    cmp.meta.update({"fp16_mode": sim.mode, "fp16_assumptions": list(sim.assumptions),
+                     "fp16_accumulated": list(sim.accumulated), "fp16_headroom": cmp.headroom.summary()})
 
 
 def compare_models(graph: ModelGraph, candidate: ModelGraph, dataset, **kwargs) -> Comparison:

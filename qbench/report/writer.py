@@ -76,6 +76,9 @@ def write_report(out_dir, model_name: str, candidates: list[CandidateResult], ra
     extras = [_extra(e) for e in extra_sections]
 
     recommendation: Recommendation = recommend(candidates, th)
+    note = (meta or {}).get("recommendation_note") or {}
+    if note.get("precision") == recommendation.precision and note.get("text"):  # e.g. the FP16 assumption
+        recommendation.reason += " " + str(note["text"])
     normalized = [frames.normalize(c.tensors) for c in candidates]
     summaries = [frames.summarize(c) for c in candidates]
     verdicts = dict(zip(recommendation.table["precision"], recommendation.table["verdict"]))

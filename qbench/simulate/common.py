@@ -37,6 +37,11 @@ class SimulatedModel:
     placement: str = ""  # INT8: "likely", "worst" or "as-built" (qbench.simulate.placement / asbuilt)
     shared_scale: dict = field(default_factory=dict)  # INT8: Concat input -> the Concat whose scale it takes
     fused: dict = field(default_factory=dict)  # INT8: tensor internal to a fused layer -> that layer's name
+    # FP16: "likely" or "worst" (qbench.simulate.fp16), the layers accumulated in float16 and, in
+    # words, what the simulation assumed the engine does (which BN folds into which layer...)
+    mode: str = ""
+    accumulated: list[str] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
 
     def graph(self, name: str | None = None) -> ModelGraph:
         return ModelGraph(self.model, name=name or f"{self.source}-{self.precision}")

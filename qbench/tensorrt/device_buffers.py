@@ -12,6 +12,7 @@ was not run there (no pycuda wheel exists for that machine) and follows pycuda's
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -208,6 +209,20 @@ class PycudaBackend(Backend):
             raise MissingDependencyError(f"no CUDA GPU is usable here (pycuda: {exc})") from None
         self.cuda = cuda
         self._live: dict[int, object] = {}
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Free what is still allocated and pop the primary context pushed in __init__: pycuda
+        aborts the interpreter at exit (SIGABRT, "context stack was not empty") when a context is
+        left on its stack; seen on an H200 with pycuda 2026.1 before this existed."""
+        if self.ctx is None:
+            return
+        for key, obj in list(self._live.items()):
+            if isinstance(key, int):
+                obj.free()
+        self._live.clear()
+        self.ctx.pop()
+        self.ctx = None
 
     def malloc(self, nbytes):
         alloc = self.cuda.mem_alloc(nbytes)
