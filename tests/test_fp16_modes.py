@@ -267,8 +267,11 @@ def test_pipeline_both_modes_on_classifier(tmp_path):
     data.mkdir()
     for i, text in enumerate(["FP16 ok", "qbench"]):
         np.save(data / f"s{i}.npy", _text_crop(192, text))
+    # two samples leave the judge's interval wide (0.34-1.00): a tolerance below it lets FP16 pass, so
+    # the recommendation (and its FP16 assumption sentence) is FP16 rather than an inconclusive FP32
     cfg = RunConfig(model=CLS, data=data, out=tmp_path / "out", precisions=("fp16",), fp16_mode="both",
-                    compare_limit=2, calib_limit=2, progress=False, store=tmp_path / "q.sqlite")
+                    compare_limit=2, calib_limit=2, progress=False, store=tmp_path / "q.sqlite",
+                    task="classify", task_options={"min_agreement": 0.3})
     outcome = run_pipeline(cfg, echo=lambda m: None)
     assert set(outcome.comparisons) == {"fp16", "fp16-worst"}
     assert "accumulate in FP32 (qbench's likely FP16 mode)" in outcome.recommendation.reason
