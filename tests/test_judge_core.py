@@ -72,6 +72,16 @@ def test_decide_pass_fail_inconclusive_and_reason_names_metric():
     assert f"about {d.more_samples} more samples would settle it" in d.reason and "95% CI" in d.reason
     d = decide("CER", 0.5, 0.1, False, Evidence("ratio", num=(1,), den=(2,), n=1), "max_cer")
     assert d.verdict == "fail" and "one sample" in d.reason
+    # one sample that meets the tolerance proves nothing: no pass without an interval
+    d = decide("CER", 0.0, 0.1, False, Evidence("ratio", num=(0,), den=(20,), n=1), "max_cer")
+    assert d.verdict == "inconclusive" and d.more_samples == 1
+    # 400 of 400 pixels agree, but all in one image (the other had none): not a pass either
+    d = decide("mask IoU", 1.0, 0.8, True, Evidence("ratio", num=(400, 0), den=(400, 0), n=2, counts=True), "min_agreement")
+    assert d.verdict == "inconclusive" and "only 1 sample(s) had anything" in d.reason
+    d = decide("mask IoU", 1.0, 0.8, True, Evidence("ratio", num=(400, 300), den=(400, 300), n=2, counts=True), "min_agreement")
+    assert d.verdict == "pass"
+    d = decide("top-1 agreement", 1.0, 0.5, True, Evidence("wilson", k=1, n=1), "min_agreement")
+    assert d.verdict == "inconclusive" and d.interval is not None
     d = decide("CER", float("nan"), 0.1, False, Evidence("ratio"), "max_cer")
     assert d.verdict == "inconclusive"
 
@@ -180,3 +190,42 @@ def test_every_task_survives_an_all_nan_candidate(task, shape, elem):
     res = acc.finish()
     assert res.verdict == "fail" and res.reason
     json.dumps(res.to_dict(), allow_nan=False)
+
+
+def test_classify_top5_and_auto_from_labels(tmp_path):
+    g = tiny_graph({"logits": (TensorProto.FLOAT, [1, 10])})
+    ref = np.arange(10, dtype=np.float32)[None]           # FP32 picks class 9
+    second = ref.copy()
+    second[0, 9] = 6.5                                      # class 9 falls to third place
+    last = ref.copy()
+    last[0, 9] = -1.0                                       # class 9 falls out of the top 5
+    acc = make_judge("classify", g).start()
+    for i, c in enumerate([ref, second, last]):
+        acc.add(i, f"s{i}", {"logits": ref}, {"logits": c}, {})
+    res = acc.finish()
+    assert list(res.per_sample["top1_agreement"]) == [1.0, 0.0, 0.0]
+    assert list(res.per_sample["top5_agreement"]) == [1.0, 1.0, 0.0]
+    assert res.worst(1)["name"].iloc[0] == "s2"
+    p = tmp_path / "labels.json"
+    p.write_text(json.dumps({"s0": 9}))
+    judge = make_judge("auto", tiny_graph({"y": (TensorProto.FLOAT, [1, 3, 8, 8])}), None, load_labels(p, ["s0"]))
+    assert judge.task == "classify" and "class labels" in judge.note
+
+
+@pytest.mark.parametrize("shape,task", [
+    ([1, 84, 8400], "detect"),      # ultralytics YOLOv8/v11 export
+    ([1, 25200, 85], "detect"),     # YOLOv5 decoded with objectness
+    ([1, 1000], "classify"),        # ImageNet logits
+    ([1, 7, 7, 7, 7], "generic"),   # nothing recognisable
+])
+def test_auto_guesses_common_layouts(shape, task):
+    judge = make_judge("auto", tiny_graph({"y": (TensorProto.FLOAT, shape)}))
+    assert judge.task == task and judge.note.startswith("auto:") and "'y'" in judge.note
+
+
+def test_classify_binary_single_score():
+    g = tiny_graph({"p": (TensorProto.FLOAT, [1, 1])})
+    acc = make_judge("classify", g).start()
+    for i, (r, c) in enumerate([(0.9, 0.7), (0.9, 0.4), (0.2, 0.1)]):
+        acc.add(i, f"s{i}", {"p": np.array([[r]], np.float32)}, {"p": np.array([[c]], np.float32)}, {})
+    assert list(acc.finish().per_sample["top1_agreement"]) == [1.0, 0.0, 1.0]

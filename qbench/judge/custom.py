@@ -15,7 +15,8 @@ the sample's label (None without labels). It returns that sample's metrics. The 
 its direction and its tolerance come from the options ``primary``, ``higher_is_better``,
 ``tolerance``, else from the function's attributes of the same names, else the first metric,
 higher is better — a tolerance is required. A primary metric that is always 0/1 (or bool) is an
-agreement share (Wilson interval); any other is averaged over samples (bootstrap).
+agreement share (Wilson interval); any other is averaged over samples (percentile bootstrap, which
+has no spread when every sample scores the same).
 """
 
 from __future__ import annotations
@@ -126,8 +127,7 @@ class CustomAccumulator(Accumulator):
         if len(finite) and finite.isin([0.0, 1.0]).all():
             ev = Evidence("wilson", k=float(finite.sum()), n=len(finite))
         else:
-            in_unit = len(finite) and bool(((finite >= 0) & (finite <= 1)).all())
-            ev = Evidence("ratio", num=tuple(finite), den=(1.0,) * len(finite), n=len(finite), counts=bool(in_unit))
+            ev = Evidence("ratio", num=tuple(finite), den=(1.0,) * len(finite), n=len(finite))
         hib = bool(self.options["higher_is_better"])
         return Summary(metrics, primary, primary, value, float(self.options["tolerance"]),
                        "tolerance", hib, ev, rank_column=primary, rank_higher_is_better=hib)

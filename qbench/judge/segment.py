@@ -6,10 +6,11 @@
   present in either map. No cosine is involved, so an int64 map never yields NaN.
 * **Probability maps** — a float output with one channel (a DB text detector's [B, 1, H, W] map):
   the mask p >= ``threshold`` (0.3, DB's binarisation threshold) of FP32 and of the candidate, their
-  IoU and Dice. Two empty masks agree (IoU 1): on a text-free image a candidate that also finds
+  IoU and Dice per sample; the verdict reads the IoU pooled over samples (total intersection /
+  total union). Two empty masks agree (IoU 1): on a text-free image a candidate that also finds
   nothing is right, and one that finds something raises a false alarm (counted apart).
 
-Verdict: pixel agreement (class maps, default 0.98) or mean mask IoU (probability maps, default
+Verdict: pixel agreement (class maps, default 0.98) or pooled mask IoU (probability maps, default
 0.8) >= ``min_agreement``; interval from a bootstrap over samples hulled with the Wilson interval
 of the pooled counts.
 """
@@ -92,7 +93,7 @@ class SegmentAccumulator(Accumulator):
         b = np.asarray(c, dtype=np.float64) >= thr  # NaN compares False: a NaN pixel is no text
         inter, union = int(np.count_nonzero(a & b)), int(np.count_nonzero(a | b))
         na, nb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
-        return {"fp32_pixels": na, "cand_pixels": nb, "mask_iou": inter / union if union else 1.0,
+        return {"fp32_pixels": na, "cand_pixels": nb, "inter": inter, "union": union, "mask_iou": inter / union if union else 1.0,
                 "dice": 2 * inter / (na + nb) if na + nb else 1.0, "false_alarm": int(na == 0 and nb > 0),
                 "missed": int(na > 0 and nb == 0), "new_nonfinite": new_nonfinite}
 
@@ -113,13 +114,20 @@ class SegmentAccumulator(Accumulator):
             ev = Evidence("ratio", num=tuple(frame["equal"]), den=tuple(frame["pixels"]), n=n, counts=True) if n else Evidence("point")
             return Summary(metrics, "pixel_agreement", "pixel agreement with FP32", value, self._tolerance(),
                            "min_agreement", True, ev, notes)
-        value = float(frame["mask_iou"].mean()) if n else float("nan")
+        inter, union = (float(frame[k].sum()) for k in ("inter", "union")) if n else (0.0, 0.0)
+        # pooled over the data set (total intersection / total union, as segmentation benchmarks
+        # count IoU): a text-free image where both masks are empty adds nothing, one where the
+        # candidate alone marks pixels adds only union — a false alarm lowers the IoU
+        value = inter / union if union else (1.0 if n else float("nan"))
         metrics = {"mask_iou": value}
         if n:
-            metrics.update(dice=float(frame["dice"].mean()), false_alarms=int(frame["false_alarm"].sum()),
-                           missed=int(frame["missed"].sum()), empty_in_both=int(((frame["fp32_pixels"] == 0) & (frame["cand_pixels"] == 0)).sum()))
+            metrics.update(mean_sample_iou=float(frame["mask_iou"].mean()), dice=float(frame["dice"].mean()),
+                           false_alarms=int(frame["false_alarm"].sum()), missed=int(frame["missed"].sum()),
+                           empty_in_both=int((frame["union"] == 0).sum()))
             if metrics["false_alarms"]:
                 notes.append(f"{metrics['false_alarms']} false alarm(s): the candidate marks pixels where FP32 marks none")
-        ev = Evidence("ratio", num=tuple(frame["mask_iou"]), den=(1.0,) * n, n=n, counts=True) if n else Evidence("point")
+            if not union:
+                notes.append(f"neither FP32 nor the candidate marks any pixel at threshold {self.options['threshold']:g}")
+        ev = Evidence("ratio", num=tuple(frame["inter"]), den=tuple(frame["union"]), n=n, counts=True) if union else Evidence("point")
         return Summary(metrics, "mask_iou", f"mask IoU at threshold {self.options['threshold']:g}", value,
                        self._tolerance(), "min_agreement", True, ev, notes)
