@@ -66,7 +66,9 @@ def test_labels_beside_the_data_are_used_for_classify(tmp_path, orientation_data
                   "--no-replay", "--quiet", "--out", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"labels: {orientation_data / 'labels.json'} (4 class label(s))" in proc.stderr
-    task = json.loads((out / "results.json").read_text())["candidates"][0]["task"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["labels"] == str(orientation_data / "labels.json")
+    task = results["candidates"][0]["task"]
     assert task["task"] == "classify" and task["primary"] == "accuracy_drop"
     # the labels reached the judge: each sample's label is the one written beside it
     assert [r["label"] for r in task["per_sample"]] == [0, 1, 0, 1]
