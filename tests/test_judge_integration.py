@@ -179,6 +179,15 @@ def test_per_sample_section_renders_in_chromium(detector_run, tmp_path):
         shot = Path(os.environ.get("QBENCH_SCREENSHOT_DIR", tmp_path)) / "samples.png"
         p.page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
+    # the worst sample's picture draws FP32's boxes (green) and none for INT8, which lost them all
+    from PIL import Image
+
+    from qbench.report.samples import CAND_COLOUR, REF_COLOUR
+
+    results = strict_json(out / "results.json")
+    pixels = np.asarray(Image.open(out / results["files"]["sample[int8][1]"]).convert("RGB")).reshape(-1, 3)
+    assert (pixels == REF_COLOUR).all(axis=1).sum() > 200
+    assert (pixels == CAND_COLOUR).all(axis=1).sum() == 0
 
 
 @pytest.mark.browser
