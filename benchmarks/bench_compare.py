@@ -8,6 +8,7 @@ Measured side by side, each stage in a fresh process so that its peak RSS is its
   compare1 - the same on 1 sample: if samples are streamed, peak RSS does not grow with N
 
 Usage: python benchmarks/bench_compare.py [--samples N] [--rounds 3] [--method minmax] [--precision int8|fp16]
+       python benchmarks/bench_compare.py --smoke   # 1 sample at 128x128, 1 round: checks the script runs
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def _stage(kind: str, samples: int, ranges_path: str, precision: str, queue) -> None:
+def _stage(kind: str, samples: int, ranges_path: str, precision: str, data: str, queue) -> None:
     from qbench.data import load_dataset
-    from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
+    from qbench.defaults import DEFAULT_MODEL
     from qbench.model import ModelGraph
     from qbench.ranges import Ranges
 
     graph = ModelGraph.from_path(DEFAULT_MODEL)
-    dataset = load_dataset(DEFAULT_DATA, graph.inputs)
+    dataset = load_dataset(data, graph.inputs)
     ranges = Ranges.read(ranges_path)
     jit_load = 0.0
     if kind != "runs":
@@ -77,15 +78,30 @@ def _stage(kind: str, samples: int, ranges_path: str, precision: str, queue) -> 
                "peak_rss_mb": _rss_mb(), **extra})
 
 
-def _calibrate(samples: int, method: str, path: str, queue) -> None:
+def _calibrate(samples: int, method: str, path: str, data: str, queue) -> None:
     from qbench.calibrate import calibrate
     from qbench.data import load_dataset
-    from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
+    from qbench.defaults import DEFAULT_MODEL
     from qbench.model import ModelGraph
 
     graph = ModelGraph.from_path(DEFAULT_MODEL)
-    calibrate(graph, load_dataset(DEFAULT_DATA, graph.inputs), method=method, limit=samples, progress=False).write_json(path)
+    calibrate(graph, load_dataset(data, graph.inputs), method=method, limit=samples, progress=False).write_json(path)
     queue.put({})
+
+
+def _small_data(dest: Path, size: int) -> str:
+    """The bundled images' manifest at size x size, for --smoke."""
+    import json
+    import shutil
+
+    from qbench.defaults import DEFAULT_DATA
+
+    shutil.copytree(DEFAULT_DATA, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    for spec in manifest["inputs"].values():
+        spec["size"] = [size, size]
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return str(dest)
 
 
 def _in_child(target, *args) -> dict:
@@ -104,20 +120,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--method", default="minmax", help="calibration method for the INT8 ranges (not timed)")
     parser.add_argument("--precision", default="int8", choices=("int8", "fp16"))
+    parser.add_argument("--smoke", action="store_true", help="1 sample at 128x128, 1 round: only checks that it runs")
     args = parser.parse_args()
+    from qbench.defaults import DEFAULT_DATA
+
     with tempfile.TemporaryDirectory() as tmp:
+        data, size = str(DEFAULT_DATA), "640x640"
+        if args.smoke:
+            args.samples, args.rounds, data, size = 1, 1, _small_data(Path(tmp) / "small", 128), "128x128 (smoke)"
         ranges = str(Path(tmp) / "ranges.json")
-        _in_child(_calibrate, args.samples, args.method, ranges)
+        _in_child(_calibrate, args.samples, args.method, ranges, data)
         # alternate the two stages and keep each one's fastest round: the machine is shared, and
         # interleaving exposes both to the same background load
         p = args.precision
-        rounds = [(_in_child(_stage, "runs", args.samples, ranges, p), _in_child(_stage, "compare", args.samples, ranges, p))
-                  for _ in range(args.rounds)]
-        one = _in_child(_stage, "compare", 1, ranges, p)
+        rounds = [(_in_child(_stage, "runs", args.samples, ranges, p, data),
+                   _in_child(_stage, "compare", args.samples, ranges, p, data)) for _ in range(args.rounds)]
+        one = _in_child(_stage, "compare", 1, ranges, p, data)
     runs = min((r for r, _ in rounds), key=lambda r: r["seconds"])
     full = min((c for _, c in rounds), key=lambda c: c["seconds"])
     what = f"INT8 ({args.method} ranges)" if args.precision == "int8" else "FP16"
-    print(f"default model, 640x640, {args.samples} samples, FP32 vs simulated {what}; "
+    print(f"default model, {size}, {args.samples} samples, FP32 vs simulated {what}; "
           f"{runs['floats_per_run'] / 1e6:.0f} M floats captured per run; best of {args.rounds} alternating rounds")
     print(f"{'stage':<24}{'seconds':>9}{'peak RSS MB':>13}{'RSS after imports':>19}")
     for label, r in (("two runs, capture all", runs), (f"full compare (N={args.samples})", full), ("full compare (N=1)", one)):

@@ -32,7 +32,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     # permissions an ordinary open() would have under the user's umask
     os.chmod(tmp_path, 0o666 & ~_current_umask())
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as exc:  # a full disk, a file-size limit, a vanished folder: the user's to fix
+            raise QbenchError(f"cannot write {dest}: {exc.strerror or exc}") from None
         try:
             os.replace(tmp_path, dest)
         except OSError as exc:

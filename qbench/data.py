@@ -5,6 +5,12 @@ A data folder holds either images plus a ``manifest.json`` that states the prepr
 channel order, scale, mean/std, layout), or ``.npz``/``.npy`` files that are already model inputs
 (one sample per file; ``.npz`` keys are input names). Samples are produced one batch at a time, so
 no stage ever holds the whole dataset.
+
+Inputs that are the same for every sample need not be repeated in each file: the manifest may give
+them as ``{"source": "constant", "value": 16000}`` (a scalar or integer input such as a sample rate)
+or ``{"source": "zeros", "shape": [2, 1, 128]}`` (the initial state of a recurrent model). A recurrent
+model's per-sample state is otherwise an ordinary input stored in each ``.npz``; ``write_sequence``
+writes a stream's chunks with the state carried over from the previous chunk (docs/DATA.md).
 """
 
 from __future__ import annotations
@@ -144,6 +150,8 @@ class Dataset:
     files: list[Path]
     kind: str  # "images" or "arrays"
     preprocess: dict[str, ImagePreprocess] = field(default_factory=dict)
+    # inputs the manifest fills the same way for every sample ("constant" or "zeros"), with a batch of one
+    fills: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -154,7 +162,8 @@ class Dataset:
             (name, pre), = self.preprocess.items()
             sample = {name: pre(path)}
         else:
-            sample = _load_arrays(path, self.inputs)
+            sample = _load_arrays(path, [i for i in self.inputs if i.name not in self.fills])
+        sample.update({name: value.copy() for name, value in self.fills.items()})
         check_sample(sample, self.inputs, source=path)
         return sample
 
@@ -173,13 +182,40 @@ class Dataset:
             yield {k: self._stack(k, parts, indices) for k in parts[0]}
 
     def _stack(self, name: str, parts: list[Sample], indices: range) -> np.ndarray:
-        first = parts[0][name].shape[1:]
-        for part, i in zip(parts, indices):
-            if part[name].shape[1:] != first:
+        if len(parts) == 1:
+            return parts[0][name]  # nothing to stack: scalars and odd layouts pass through untouched
+        arrays = [p[name] for p in parts]
+        spec = next((i for i in self.inputs if i.name == name), None)
+        if arrays[0].ndim == 0:
+            # a scalar input (a sample rate, a threshold) has no batch axis: one value serves the batch
+            if any(not np.array_equal(a, arrays[0]) for a in arrays[1:]):
+                raise QbenchError(f"input {name!r} is a scalar that differs between {self.files[indices[0]]} and "
+                                  "the samples batched with it; use batch size 1")
+            return arrays[0]
+        axis = batch_axis(spec)
+        if axis is None:
+            raise QbenchError(f"input {name!r} has no free axis to batch along (shape {_fmt_shape(spec.shape)}); "
+                              "use batch size 1")
+        first = arrays[0].shape[:axis] + arrays[0].shape[axis + 1:]
+        for arr, i in zip(arrays, indices):
+            if arr.shape[:axis] + arr.shape[axis + 1:] != first:
                 raise QbenchError(
-                    f"{self.files[i]}: input {name!r} has shape {part[name].shape}, but {self.files[indices[0]]} has "
-                    f"{parts[0][name].shape}; batch_size > 1 needs samples of equal shapes (use batch size 1)")
-        return np.concatenate([p[name] for p in parts], axis=0)
+                    f"{self.files[i]}: input {name!r} has shape {arr.shape}, but {self.files[indices[0]]} has "
+                    f"{arrays[0].shape}; batch_size > 1 needs samples of equal shapes (use batch size 1)")
+        return np.concatenate(arrays, axis=axis)
+
+
+def batch_axis(spec: InputSpec | None) -> int | None:
+    """The axis samples are stacked along: 0, unless the model fixes axis 0 to more than one (a
+    recurrent state laid out [layers, batch, hidden], say), then the first axis the model leaves free;
+    None when every axis is fixed and the first is not 1 either."""
+    if spec is None or spec.shape is None or not spec.shape:
+        return 0
+    lead = spec.shape[0]
+    if not (isinstance(lead, int) and lead > 1):
+        return 0
+    free = [a for a, d in enumerate(spec.shape) if not (isinstance(d, int) and d > 0)]
+    return free[0] if free else None
 
 
 def sorted_files(paths) -> list[Path]:
@@ -226,18 +262,40 @@ def _read_manifest(root: Path) -> dict | None:
     return manifest
 
 
+FILL_SOURCES = ("constant", "zeros")
+
+
 def _dataset_from_manifest(root: Path, manifest: dict, inputs: list[InputSpec]) -> Dataset:
     specs = manifest["inputs"]
     model_names = [i.name for i in inputs]
-    image_inputs = {k: v for k, v in specs.items() if isinstance(v, dict) and v.get("source", "images") == "images"}
-    if len(inputs) == 1 and len(image_inputs) == 1 and model_names[0] not in specs:
+    bad = [k for k, v in specs.items() if not isinstance(v, dict)
+           or v.get("source", "images") not in ("images", "arrays") + FILL_SOURCES]
+    if bad:
+        raise QbenchError(f"{root / MANIFEST}: input {bad[0]!r} needs an object whose 'source' is images, arrays, "
+                          "constant or zeros")
+    fills = {k: v for k, v in specs.items() if v.get("source") in FILL_SOURCES}
+    unknown = [k for k in fills if k not in model_names]
+    if unknown:
+        raise QbenchError(f"{root / MANIFEST} fills input {unknown[0]!r}, which the model does not have (it has {model_names})")
+    filled = {k: _fill(root, k, v, next(i for i in inputs if i.name == k)) for k, v in fills.items()}
+    rest = [i for i in inputs if i.name not in filled]
+    image_inputs = {k: v for k, v in specs.items() if v.get("source", "images") == "images"}
+    if not image_inputs:
+        # .npy/.npz samples for the other inputs (each file as without a manifest)
+        arrays = sorted_files(p for p in root.rglob("*") if p.suffix.lower() in ARRAY_SUFFIXES)
+        if not arrays and rest:
+            raise QbenchError(f"no .npy/.npz samples in {root} for inputs {[i.name for i in rest]}")
+        if not arrays:
+            raise QbenchError(f"{root / MANIFEST} fills every input; give at least one .npz sample per chunk")
+        return Dataset(root, inputs, arrays, "arrays", fills=filled)
+    if len(rest) == 1 and len(image_inputs) == 1 and rest[0].name not in specs:
         # a manifest written for a model whose input has another name still describes the only input
-        image_inputs = {model_names[0]: next(iter(image_inputs.values()))}
-    missing = [n for n in model_names if n not in image_inputs]
+        image_inputs = {rest[0].name: next(iter(image_inputs.values()))}
+    missing = [i.name for i in rest if i.name not in image_inputs]
     if missing or len(image_inputs) != 1:
         raise QbenchError(
             f"{root / MANIFEST} describes inputs {sorted(specs)} but the model needs {model_names}; "
-            "image manifests support single-input models, use .npz files for several inputs"
+            "image manifests read one image input (others may be 'constant' or 'zeros'); use .npz files for several"
         )
     name, spec = next(iter(image_inputs.items()))
     pattern = spec.get("glob", "*")
@@ -246,7 +304,77 @@ def _dataset_from_manifest(root: Path, manifest: dict, inputs: list[InputSpec]) 
     files = sorted_files(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise QbenchError(f"no images match {pattern!r} in {root}")
-    return Dataset(root, inputs, files, "images", {name: ImagePreprocess.from_dict(spec)})
+    return Dataset(root, inputs, files, "images", {name: ImagePreprocess.from_dict(spec)}, fills=filled)
+
+
+def _fill(root: Path, name: str, spec: dict, model_input: InputSpec) -> np.ndarray:
+    """The array a manifest states for an input that is the same in every sample: a scalar such as a
+    sample rate ("constant"), or the zero initial state of a recurrent model ("zeros")."""
+    where = f"{root / MANIFEST}: input {name!r}"
+    known = {"source", "value", "shape"}
+    if set(spec) - known:
+        raise QbenchError(f"{where}: unknown keys {sorted(set(spec) - known)} (known: {sorted(known)})")
+    dtype = model_input.dtype
+    if spec["source"] == "constant":
+        if "value" not in spec:
+            raise QbenchError(f"{where}: a 'constant' input needs a 'value' (a number or nested list)")
+        try:
+            value = np.asarray(spec["value"])
+            if value.dtype.kind not in "biuf" or (value.dtype.kind == "f" and dtype.kind in "iu" and not
+                                                  np.array_equal(value, np.round(value))):
+                raise ValueError
+            value = value.astype(dtype)
+        except (ValueError, TypeError):
+            raise QbenchError(f"{where}: 'value' must be numbers the model's {dtype} can hold, not {spec['value']!r}") from None
+        return value
+    shape = spec.get("shape")
+    if shape is None:
+        dims = model_input.shape or ()
+        if model_input.shape is None or not all(isinstance(d, int) and d > 0 for d in dims):
+            raise QbenchError(f"{where}: the model leaves its shape open ({_fmt_shape(dims)}); state 'shape', e.g. [2, 1, 128]")
+        shape = list(dims)
+    if not isinstance(shape, list) or not all(_is_number(d) and d == int(d) and d >= 0 for d in shape):
+        raise QbenchError(f"{where}: 'shape' must be a list of non-negative integers, not {shape!r}")
+    return np.zeros([int(d) for d in shape], dtype=dtype)
+
+
+def write_sequence(folder: str | Path, chunks, run, state: dict[str, str], *, initial: dict | None = None,
+                   constants: dict | None = None, prefix: str = "chunk") -> list[Path]:
+    """Write one ``.npz`` sample per chunk of a stream, each carrying the recurrent state the model
+    had when that chunk arrived: the first chunk gets ``initial`` (zeros when absent), every later
+    chunk the state outputs of running ``run`` on the previous one.
+
+    ``chunks``: the per-chunk inputs (dicts of arrays, batch axis included); ``run``: feed -> dict of
+    outputs (e.g. ``OrtRunner(graph).run``); ``state``: state input name -> the output that carries it
+    to the next chunk (silero-vad: ``{"state": "stateN"}``); ``constants``: inputs the same for every
+    chunk (``{"sr": np.array(16000)}``). This is how a recurrent model is calibrated on the states it
+    meets in use; a folder whose manifest gives the state as ``"zeros"`` calibrates every chunk from a
+    fresh stream instead (cheaper, but it only sees the start-of-stream state). Files are written
+    atomically in natural order (chunk2 before chunk10), so the samples stay in stream order.
+    """
+    from qbench import atomic
+
+    folder = atomic.ensure_dir(folder)
+    constants = dict(constants or {})
+    carried = dict(initial or {})
+    paths = []
+    for index, chunk in enumerate(chunks):
+        feed = {**constants, **chunk}
+        for name in state:
+            if name not in carried:
+                raise QbenchError(f"write_sequence: no initial value for state input {name!r}; pass initial={{{name!r}: zeros}}")
+            feed[name] = carried[name]
+        path = folder / f"{prefix}{index}.npz"
+        with atomic.atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **feed)
+        paths.append(path)
+        outputs = run(feed)
+        for name, output in state.items():
+            if output not in outputs:
+                raise QbenchError(f"write_sequence: the model has no output {output!r} to carry into {name!r}")
+            carried[name] = np.asarray(outputs[output])
+    return paths
 
 
 def _read_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:

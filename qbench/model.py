@@ -46,6 +46,21 @@ class InputSpec:
         return onnx.helper.tensor_dtype_to_np_dtype(self.elem_type)
 
 
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+# serialized TensorRT engines seen in the wild begin with these tags (8.x "ptrt", 10.x "ftrt"); only
+# consulted once the file has failed to parse as ONNX, so a wrong guess costs a less precise message
+ENGINE_MAGIC = (b"ptrt", b"ftrt")
+
+
+def _looks_like_engine(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return path.suffix.lower() in ENGINE_SUFFIXES or head in ENGINE_MAGIC
+
+
 def load_model(path: str | Path) -> onnx.ModelProto:
     """Read an ONNX file, turning every failure into one clear line."""
     p = Path(path)
@@ -56,6 +71,9 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(p))
     except Exception as exc:  # protobuf raises several unrelated types for garbage input
+        if _looks_like_engine(p):
+            raise QbenchError(f"{p} looks like a TensorRT engine, not an ONNX model: give the ONNX model it was built "
+                              "from (an engine is compared with: qbench compare MODEL.onnx --engine FILE)") from None
         raise QbenchError(f"{p} is not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'parse error'})") from None
     if not model.graph.node:
         raise QbenchError(f"{p} is not an ONNX model with a graph (no nodes found)")
@@ -184,6 +202,20 @@ class ModelGraph:
             taken.add(name)
             names.append(name)
         return names
+
+    @cached_property
+    def subgraph_node_count(self) -> int:
+        """Nodes inside If/Loop/Scan bodies. qbench exposes, calibrates and simulates the main graph's
+        tensors only, so work in these bodies stays in float in every candidate: callers warn."""
+        def count(graph) -> int:
+            total = 0
+            for node in graph.node:
+                for attr in node.attribute:
+                    for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                        total += len(sub.node) + count(sub)
+            return total
+
+        return count(self.model.graph)
 
     @cached_property
     def output_names(self) -> list[str]:

@@ -31,8 +31,11 @@ class RunConfig:
     ranges: Path | None = None  # reuse a calibration cache / ranges JSON instead of calibrating
     calib_limit: int | None = None
     compare_limit: int | None = None
-    batch_size: int = 1
+    batch_size: int | None = None  # None: the largest calibration batch that fits memory (qbench.calibrate)
     keep_float: tuple[str, ...] = ()
+    # INT8 placement: "likely", "worst" (qbench.simulate.placement), or "both": likely, and say whether
+    # the worst placement would change the INT8 verdict (one more INT8 comparison)
+    placement: str = "likely"
     # INT8 failing: search which tensors to keep in float (qbench.fallback), reported as "int8-mixed"
     fallback: bool = True
     max_float: int = 8
@@ -75,6 +78,9 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     judge = make_run_judge(cfg, graph, dataset, echo)  # bad task options fail before any work
     out = atomic.ensure_dir(Path(cfg.out) if cfg.out else Path("reports") / graph.name)
     echo(f"qbench: {graph.name}: {len(graph.float_tensors)} tensors, {len(dataset)} samples from {cfg.data}")
+    if graph.subgraph_node_count:
+        log.warning(f"qbench: warning: {graph.subgraph_node_count} nodes sit inside If/Loop/Scan bodies; they are "
+                    "not calibrated or simulated (they stay FP32 in every candidate), so verdicts cover the main graph only")
 
     started = time.perf_counter()
     if cfg.ranges:
@@ -82,20 +88,32 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         check = ranges.check_against(graph, source=str(cfg.ranges))
         check.raise_for_errors()  # refuses foreign, corrupt or absurd ranges
         echo(f"qbench: using ranges from {cfg.ranges} ({len(ranges)} tensors)")
-        for warning in check.warnings:
+        for warning in check.warnings + ranges.provenance_warnings(graph, source=str(cfg.ranges)):
             echo(f"qbench: warning: {warning}")
     else:
         ranges = calibrate(graph, dataset, method=cfg.method, batch_size=cfg.batch_size, limit=cfg.calib_limit,
                            progress=cfg.progress)
         echo(f"qbench: calibrated {len(ranges)} ranges ({cfg.method}) in {time.perf_counter() - started:.1f} s")
+        for note in ranges.notes:
+            echo(f"qbench: warning: {note}")
     ranges.write_trt_cache(out / "calibration.cache")
     ranges.write_json(out / "ranges.json")
+    hazards = []
+    if "int8" in cfg.precisions:
+        from qbench.simulate.common import resolve_keep_float
+        from qbench.simulate.placement import concat_hazards, plan_int8
+
+        plan = plan_int8(graph, *resolve_keep_float(graph, cfg.keep_float), placement=_placement(cfg))
+        hazards = [h.message() for h in concat_hazards(plan, ranges)]
+        for hazard in hazards:
+            echo(f"qbench: warning: {hazard}")
 
     candidates, comparisons = [], {}
     reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
     for precision in cfg.precisions:
         comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float, reference=reference,
-                                       limit=cfg.compare_limit, progress=cfg.progress, judge=judge)
+                                       limit=cfg.compare_limit, progress=cfg.progress, judge=judge,
+                                       placement=_placement(cfg))
         comparison.save(out / precision)
         comparisons[precision] = comparison
         meta = dict(comparison.meta)
@@ -105,6 +123,13 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
                                           task=comparison.task, pictures=comparison.pictures))
         echo(f"qbench: {precision}: {_task_line(comparison.task)}")
         echo(f"qbench: {precision}: diagnosis: {_one_line_summary(comparison)}")
+
+    if cfg.placement == "both" and "int8" in comparisons:
+        note = _placement_disagreement(cfg, graph, dataset, ranges, candidates[cfg.precisions.index("int8")], reference,
+                                       judge)
+        if note:
+            echo(f"qbench: warning: {note}")
+            hazards.append(note)
 
     extras = []
     if cfg.fallback and "int8" in comparisons and not passes(candidates[cfg.precisions.index("int8")]):
@@ -117,6 +142,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     meta = {
         "model": str(cfg.model), "model_digest": graph.digest, "data": str(cfg.data), "samples": len(dataset),
         "calibration_method": ranges.method or cfg.method, "qbench_version": __version__,
+        **({"calibration_warning": " | ".join(ranges.notes)} if ranges.notes else {}),
+        **({"int8_warning": " | ".join(hazards)} if hazards else {}), "int8_placement": cfg.placement,
         "elapsed_s": round(time.perf_counter() - started, 2), "backend": "onnxruntime-cpu (simulation)",
         "task": judge.task if judge else "", "task_note": judge.note if judge else "",
         "labels": judge.labels.path if judge and judge.labels is not None else "",
@@ -127,6 +154,29 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
                                     recommendation=recommendation.precision, report_path=str(report))
                    for c in candidates]
     return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids)
+
+
+def _placement(cfg: RunConfig) -> str:
+    return "likely" if cfg.placement == "both" else cfg.placement
+
+
+def _placement_disagreement(cfg: RunConfig, graph, dataset, ranges, likely, reference, judge) -> str | None:
+    """Run INT8 with the worst placement too; a sentence when its verdict differs from the likely one."""
+    from qbench.advise import passes
+    from qbench.compare import compare_precision
+    from qbench.report import CandidateResult
+
+    worst = compare_precision(graph, dataset, "int8", ranges, keep_float=cfg.keep_float, reference=reference,
+                              limit=cfg.compare_limit, progress=cfg.progress, placement="worst", judge=judge)
+    verdicts = {"likely": passes(likely), "worst": passes(CandidateResult("int8", worst.tensors, worst.findings,
+                                                                           worst.unmatched, dict(worst.meta),
+                                                                           task=worst.task))}
+    if verdicts["likely"] == verdicts["worst"]:
+        return None
+    word = {True: "passes", False: "fails"}
+    return (f"INT8 {word[verdicts['likely']]} with TensorRT's likely INT8 placement but {word[verdicts['worst']]} with the "
+            "worst one (every tensor TensorRT could store in INT8): the verdict depends on the kernels TensorRT picks; "
+            "build the engine and simulate it as built (qbench simulate --layer-info)")
 
 
 def _fallback(cfg: RunConfig, graph, dataset, ranges, int8, out: Path, echo, reference, judge):

@@ -8,10 +8,12 @@ rather than misread.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -19,9 +21,10 @@ import pandas as pd
 from qbench.atomic import ensure_dir
 from qbench.errors import QbenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-SCHEMA = """
+# Version 1: runs, per-tensor metrics and findings (qbench 0.1's first store).
+_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     created_at      TEXT NOT NULL,
@@ -67,20 +70,62 @@ CREATE TABLE IF NOT EXISTS findings (
 CREATE INDEX IF NOT EXISTS findings_by_run ON findings (run_id);
 """
 
-RUN_FIELDS = ("data_dir", "samples", "status", "recommendation", "report_path", "qbench_version", "created_at")
+# Version 2: the candidates of one invocation share a group id (``qbench check/diff RUN`` read a
+# whole run, not one candidate); each candidate's verdict and task; summary metrics per scope
+# ("output": the advisor's output-tensor metrics, "task": the judge's task metrics). Rows written by
+# version 1 get the group their report path and second of recording imply, which is how one
+# ``qbench run`` wrote them.
+_V2 = """
+ALTER TABLE runs ADD COLUMN group_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN verdict TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN task TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN task_primary TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN task_reason TEXT NOT NULL DEFAULT '';
+UPDATE runs SET group_id = 'v1:' || report_path || '@' || created_at WHERE group_id = '';
+CREATE INDEX IF NOT EXISTS runs_by_group ON runs (group_id);
+CREATE TABLE IF NOT EXISTS run_metrics (
+    run_id          INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    scope           TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    value           REAL,
+    PRIMARY KEY (run_id, scope, name)
+);
+"""
+
+# MIGRATIONS[v] takes a store at version v to v + 1. Append only: a released step never changes,
+# so every older file meets the same sequence of steps.
+MIGRATIONS = (_V1, _V2)
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+RUN_FIELDS = ("data_dir", "samples", "status", "recommendation", "report_path", "qbench_version", "created_at",
+              "group_id", "verdict")
+# The advisor's output-tensor metrics kept per candidate (scope "output" of run_metrics).
+OUTPUT_METRICS = ("output_cosine_min", "output_rel_l2_max", "output_nonfinite", "output_zero", "problem_tensors")
+# Writers wait this long for another writer's transaction to finish before giving up (sweeps run
+# many cells at once against one file; a run's transaction takes milliseconds).
+BUSY_TIMEOUT_S = 60.0
 
 
 class ResultStore:
-    """``ResultStore(path)``: open (creating if needed) a results database."""
+    """``ResultStore(path)``: open (creating or migrating if needed) a results database.
 
-    def __init__(self, path: str | Path):
+    Several processes may write one store at once: the file is in WAL mode (readers never block
+    the writer), every write is one ``BEGIN IMMEDIATE`` transaction, and a writer that finds the
+    file locked waits up to ``BUSY_TIMEOUT_S`` instead of failing. The candidates recorded through
+    one open store form one group (one invocation of ``qbench run``), unless ``group_id`` is given.
+    """
+
+    def __init__(self, path: str | Path, group_id: str | None = None):
         self.path = Path(path)
+        self.group_id = group_id or uuid.uuid4().hex[:16]
         if self.path.is_dir():
             raise QbenchError(f"results store {self.path} is a folder; expected a SQLite file path")
         ensure_dir(self.path.parent)
         self._conn = None
         try:
-            self._conn = sqlite3.connect(str(self.path))
+            # isolation_level=None: no implicit transactions; _transaction() opens each one itself
+            self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self._conn.execute("PRAGMA foreign_keys = ON")
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.OperationalError as exc:  # cannot open or read: permissions, a missing mount
@@ -92,36 +137,72 @@ class ResultStore:
         if version > SCHEMA_VERSION:
             self._conn.close()
             raise QbenchError(f"{self.path} was written by a newer qbench (schema {version} > {SCHEMA_VERSION}); upgrade qbench")
+        self._wal()
         if version < SCHEMA_VERSION:
-            self._create(version)
+            self._migrate()
 
     def _close_quietly(self) -> None:
         if self._conn is not None:
             self._conn.close()
 
-    def _create(self, version: int) -> None:
-        if version == 0 and self._conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]:
-            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if not {"runs", "tensor_metrics", "findings"} <= tables:
-                self._conn.close()
-                raise QbenchError(f"{self.path} is a SQLite file of another program (tables {sorted(tables)[:5]}), not a qbench store")
+    def _wal(self) -> None:
         try:
-            with self._conn:
-                self._conn.executescript("BEGIN;" + SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+            self._conn.execute("PRAGMA journal_mode = WAL")  # persistent: set once per file, cheap after
         except sqlite3.DatabaseError as exc:
-            raise QbenchError(f"cannot create the results store {self.path}: {exc}") from None
+            self._conn.close()
+            raise QbenchError(f"cannot use the results store {self.path}: {exc}") from None
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One write transaction that takes the write lock at once (BEGIN IMMEDIATE), so two
+        writers queue on the busy timeout instead of one failing when it upgrades a read lock."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        """Bring the file to SCHEMA_VERSION, step by step, in one transaction. The version is read
+        again under the write lock: another process may have migrated the file meanwhile."""
+        try:
+            with self._transaction() as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if version == 0 and tables and not {"runs", "tensor_metrics", "findings"} <= tables:
+                    raise QbenchError(f"{self.path} is a SQLite file of another program (tables {sorted(tables)[:5]}), "
+                                      "not a qbench store")
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in _statements(MIGRATIONS[step]):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {step + 1}")
+        except QbenchError:
+            self._conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise QbenchError(f"cannot create or upgrade the results store {self.path}: {exc}") from None
 
     # -- writing ----------------------------------------------------------------------------------
     def record_run(self, model_name: str, model_digest: str, candidate, **meta) -> int:
         """Store one candidate's comparison; return the new run id. ``meta`` may set data_dir, samples,
-        status, recommendation, report_path, qbench_version, created_at; other keys go to meta_json."""
+        status, recommendation, report_path, qbench_version, created_at, group_id, verdict; other keys
+        go to meta_json. The candidate's task result (``candidate.task`` or ``candidate.meta["task"]``:
+        a judge ``TaskResult`` or its ``to_dict()``), when present, gives the verdict and the task
+        metrics; otherwise the verdict is the advisor's on the output tensors."""
         import qbench
+        from qbench.advise import Thresholds, evaluate
 
         df = candidate.tensors if candidate.tensors is not None else pd.DataFrame()
         fields = {k: meta.pop(k) for k in RUN_FIELDS if k in meta}
         statuses = df["status"].astype(str) if "status" in df else pd.Series([], dtype=str)
         default_status = "problems" if statuses.isin(["zero", "nonfinite", "divergent"]).any() else "ok"
-        extra = {**(candidate.meta or {}), **meta}
+        task = task_of(candidate)
+        output = evaluate(candidate, Thresholds())
+        verdict = str(fields.get("verdict") or (task or {}).get("verdict") or output.get("verdict") or "")
+        extra = {k: v for k, v in {**(candidate.meta or {}), **meta}.items() if k != "task"}
         run_row = (
             str(fields.get("created_at") or _dt.datetime.now().astimezone().isoformat(timespec="seconds")),
             str(model_name), str(model_digest or ""), str(candidate.precision),
@@ -130,6 +211,8 @@ class ResultStore:
             str(fields.get("recommendation") or ""), str(fields.get("report_path") or ""),
             _real(candidate.latency_ms), json.dumps(extra, default=str, allow_nan=False, sort_keys=True)
             if _json_ok(extra) else json.dumps({str(k): str(v) for k, v in extra.items()}),
+            str(fields.get("group_id") or self.group_id), verdict, _text((task or {}).get("task")),
+            _text((task or {}).get("primary")), _text((task or {}).get("reason")),
         )
         metric_rows = [
             (str(r.get("tensor")), _int(r.get("index", i)), str(r.get("op_type") or ""), _real(r.get("max_abs_err")),
@@ -142,20 +225,24 @@ class ResultStore:
              _int(f.get("index")), _text(f.get("severity")), _text(f.get("message")))
             for f in (candidate.findings or [])
         ]
+        summary_rows = [("output", k, _real(output.get(k))) for k in OUTPUT_METRICS]
+        summary_rows += [("task", str(k), _real_or_none(v)) for k, v in ((task or {}).get("metrics") or {}).items()]
         try:
-            with self._conn:  # one transaction: commit on success, roll back on any exception
-                cur = self._conn.execute(
+            with self._transaction() as conn:  # one transaction: commit on success, roll back on any exception
+                cur = conn.execute(
                     "INSERT INTO runs (created_at, model_name, model_digest, precision, qbench_version, data_dir,"
-                    " samples, status, recommendation, report_path, latency_ms, meta_json)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", run_row)
+                    " samples, status, recommendation, report_path, latency_ms, meta_json, group_id, verdict, task,"
+                    " task_primary, task_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", run_row)
                 run_id = cur.lastrowid
-                self._conn.executemany(
+                conn.executemany(
                     'INSERT INTO tensor_metrics (run_id, tensor, "index", op_type, max_abs_err, cosine, rel_l2, sqnr_db,'
                     " zero_frac, ref_zero_frac, status, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     ((run_id, *row) for row in metric_rows))
-                self._conn.executemany(
+                conn.executemany(
                     'INSERT INTO findings (run_id, kind, tensor, node, op_type, "index", severity, message)'
                     " VALUES (?,?,?,?,?,?,?,?)", ((run_id, *row) for row in finding_rows))
+                conn.executemany("INSERT INTO run_metrics (run_id, scope, name, value) VALUES (?,?,?,?)",
+                                 ((run_id, *row) for row in summary_rows))
         except sqlite3.IntegrityError as exc:
             raise QbenchError(f"cannot record the {candidate.precision} run of {model_name}: {exc} "
                               "(is a tensor listed twice?); nothing was stored") from None
@@ -171,6 +258,32 @@ class ResultStore:
             sql += " WHERE model_name = ?"
             params = (model_name,)
         return pd.read_sql_query(sql + " ORDER BY created_at, id", self._conn, params=params)
+
+    def run(self, run_id: int) -> dict | None:
+        """One candidate's row as a dict, or None."""
+        frame = pd.read_sql_query("SELECT * FROM runs WHERE id = ?", self._conn, params=(int(run_id),))
+        return None if frame.empty else frame.iloc[0].to_dict()
+
+    def group(self, group_id: str) -> pd.DataFrame:
+        """The candidates recorded by one invocation, in the order they were recorded."""
+        return pd.read_sql_query("SELECT * FROM runs WHERE group_id = ? ORDER BY id", self._conn, params=(str(group_id),))
+
+    def groups(self, model_name: str | None = None) -> list[str]:
+        """Group ids, oldest invocation first."""
+        sql = "SELECT group_id, min(id) AS first FROM runs"
+        params: tuple = ()
+        if model_name is not None:
+            sql += " WHERE model_name = ?"
+            params = (model_name,)
+        return [r[0] for r in self._conn.execute(sql + " GROUP BY group_id ORDER BY first", params)]
+
+    def run_metrics(self, run_id: int) -> dict[str, dict[str, float | None]]:
+        """``{"output": {...}, "task": {...}}`` summary metrics of one candidate."""
+        out: dict[str, dict] = {}
+        for scope, name, value in self._conn.execute(
+                "SELECT scope, name, value FROM run_metrics WHERE run_id = ? ORDER BY rowid", (int(run_id),)):
+            out.setdefault(scope, {})[name] = value
+        return out
 
     def tensor_metrics(self, run_id: int) -> pd.DataFrame:
         return pd.read_sql_query('SELECT * FROM tensor_metrics WHERE run_id = ? ORDER BY "index", tensor',
@@ -196,6 +309,32 @@ class ResultStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def task_of(candidate) -> dict | None:
+    """The judge's result for a candidate as a plain dict (``TaskResult.to_dict()`` keys), or None
+    when the run had no task judge (the output-tensor verdict then stands)."""
+    task = getattr(candidate, "task", None)
+    if task is None:
+        task = (getattr(candidate, "meta", None) or {}).get("task")
+    if task is None:
+        return None
+    if hasattr(task, "to_dict"):
+        task = task.to_dict()
+    return task if isinstance(task, dict) else None
+
+
+def _real_or_none(v) -> float | None:
+    """A task metric: numbers are stored, anything else (a string, a list) is not a metric."""
+    try:
+        return _real(v)
+    except QbenchError:
+        return None
+
+
+def _statements(script: str) -> list[str]:
+    """A migration script as single statements (``executescript`` would commit the open transaction)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
 
 
 def _real(v) -> float | None:

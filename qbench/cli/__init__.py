@@ -1,7 +1,9 @@
 """The ``qbench`` command. Thin: it parses, calls the Python API, prints.
 
 Each subcommand lives in its own module of this package; user errors (``QbenchError``) become one
-line on stderr and a non-zero exit, never a traceback.
+line on stderr and a non-zero exit, never a traceback. Every command gets the shared options of
+``qbench.cli.common`` (``--quiet``, ``--out``, ``--limit``, ``--debug``) when it is registered, so a
+command that forgets the decorator still reads like the others.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ import sys
 
 import click
 
-from qbench import __version__
+from qbench.cli.common import common_options, print_version
 from qbench.errors import QbenchError
 
 # One module per subcommand group; each defines COMMANDS, a list of click commands.
-_COMMAND_MODULES = ("run", "calibrate", "simulate", "compare", "trt")
+_COMMAND_MODULES = ("run", "calibrate", "check_ranges", "simulate", "compare", "trt", "fleet")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="qbench")
-@click.option("--debug", is_flag=True, help="Show the full traceback of unexpected errors.")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=print_version,
+              help="Print the versions of qbench, onnx, ONNX Runtime and the TensorRT bindings, and exit.")
+@click.option("--debug", is_flag=True, help="Show the full traceback of unexpected errors (also accepted after the command).")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """INT8/FP16 quantization and layer-wise accuracy validation for TensorRT deployments."""
@@ -37,6 +40,8 @@ def _register() -> None:
                 continue  # that command group is not part of this build
             raise
         for command in module.COMMANDS:
+            if not getattr(command.callback, "_qbench_common", False):
+                common_options(command)
             cli.add_command(command)
 
 
@@ -44,16 +49,20 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> int:
+    # --debug is an option of the group and of every command: look for it anywhere
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     # library warnings (e.g. a model that fails the ONNX checker) are whole sentences already
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        cli.main(args=argv, prog_name="qbench", standalone_mode=False)
+        # a command's ctx.exit(code) comes back as the return value (qbench check exits 1 on a regression)
+        code = cli.main(args=argv, prog_name="qbench", standalone_mode=False)
+        if isinstance(code, int) and code:
+            return code
     except QbenchError as exc:
         click.echo(f"qbench: error: {exc}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("qbench: aborted", err=True)
+    except click.exceptions.Abort:  # click turns Ctrl-C (SIGINT) inside a command into Abort
+        click.echo("qbench: interrupted", err=True)
         return 130
     except click.UsageError as exc:  # a wrong option or value: one line, like every other user error
         click.echo(f"qbench: error: {exc.format_message()}", err=True)

@@ -85,7 +85,8 @@ class Rewriter:
         """Remove float weights every consumer now reads through a chain, so the file holds
         each weight once (as int8 codes for INT8)."""
         graph = self.model.graph
-        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        # If/Loop bodies may read outer weights by name (silero-vad's LSTM weights): they count too
+        used = _names_read(graph) | {o.name for o in graph.output}
         keep = [t for t in graph.initializer if t.name in used]
         del graph.initializer[:]
         graph.initializer.extend(keep)
@@ -94,3 +95,14 @@ class Rewriter:
         stale = [i for i in graph.input if i.name in self.initializers and i.name in self.kept_reads]
         for vi in stale:
             graph.input.remove(vi)
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name the nodes of ``graph`` read, including inside their subgraphs."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                names |= _names_read(sub)
+    return names

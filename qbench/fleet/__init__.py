@@ -1,0 +1,1 @@
+"""qbench across runs, models and machines: CI gate, history, run diff, sweeps."""
