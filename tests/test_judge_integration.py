@@ -245,3 +245,33 @@ def test_tap_judges_every_sample_and_pictures_the_worst_even_beyond_its_memory_b
         assert pic.reference_marks["text"].startswith("class ") and pic.candidate_marks["text"].startswith("class ")
         assert pic.reference == {} and pic.candidate == {}  # arrays dropped once marked
     assert cmp.meta["task"] == "classify" and cmp.meta["timing_s"]["task"] >= 0
+
+
+def test_judging_outputs_alone_matches_the_judge_inside_the_comparison(tmp_path):
+    """judge_precision (outputs only: how the fallback search's final candidate is judged) reaches
+    the same task result as the judge fed by the comparator's tap."""
+    from judge_fixtures import LINES, ppocr_line_tensor, render_line
+
+    from qbench.compare.entry import compare_precision, judge_precision
+    from qbench.data import load_dataset
+    from qbench.judge import make_judge
+    from qbench.model import ModelGraph
+    from qbench.ranges import Ranges, TensorRange
+
+    graph = ModelGraph.from_path(Path(__file__).resolve().parent / "data" / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    for i, text in enumerate(LINES[:4]):
+        img = render_line(text)
+        np.save(tmp_path / f"line{i}.npy", ppocr_line_tensor(img.rotate(180) if i % 2 else img))
+    dataset = load_dataset(tmp_path, graph.inputs)
+    # a planted fault: every range at a quarter of its MinMax value, so INT8 does change the scores
+    from qbench.calibrate import calibrate
+
+    minmax = calibrate(graph, dataset, method="minmax", progress=False)
+    ranges = Ranges({n: TensorRange(n, minmax.amax(n) / 4, method="minmax") for n in minmax.entries}, method="minmax")
+    judge = make_judge("classify", graph)
+    inside = compare_precision(graph, dataset, "int8", ranges, judge=judge, replay=False, progress=False).task
+    alone, pictures = judge_precision(graph, dataset, "int8", ranges, judge, progress=False)
+    assert alone.metrics == inside.metrics and alone.verdict == inside.verdict
+    pd.testing.assert_frame_equal(alone.per_sample, inside.per_sample)
+    assert len(pictures) == 4 and all(p.reference_marks for p in pictures)
+    assert inside.metrics["max_prob_drop"] > 0  # the planted fault reached the outputs
