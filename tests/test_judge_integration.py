@@ -275,3 +275,40 @@ def test_judging_outputs_alone_matches_the_judge_inside_the_comparison(tmp_path)
     pd.testing.assert_frame_equal(alone.per_sample, inside.per_sample)
     assert len(pictures) == 4 and all(p.reference_marks for p in pictures)
     assert inside.metrics["max_prob_drop"] > 0  # the planted fault reached the outputs
+
+
+def test_candidate_results_without_the_model_outputs_are_not_judged_but_said_so(tmp_path):
+    """Imported TensorRT results may hold inner tensors but not the model's outputs: the judge has
+    nothing to read, so there is no task verdict — a warning finding says so, and the row says the
+    verdict came from the output tensors instead."""
+    from judge_fixtures import LINES, ppocr_line_tensor, render_line
+
+    from qbench.advise import recommend
+    from qbench.compare.comparator import compare_runs
+    from qbench.data import load_dataset
+    from qbench.judge import make_judge
+    from qbench.model import ModelGraph
+    from qbench.report import CandidateResult
+    from qbench.runners import OrtRunner
+
+    graph = ModelGraph.from_path(Path(__file__).resolve().parent / "data" / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    for i, text in enumerate(LINES[:2]):
+        np.save(tmp_path / f"line{i}.npy", ppocr_line_tensor(render_line(text)))
+    dataset = load_dataset(tmp_path, graph.inputs)
+
+    class InnerOnly:  # a real ORT run whose results were exported without the graph outputs
+        name = "inner tensors only"
+
+        def __init__(self):
+            self.runner = OrtRunner(graph, name=self.name)
+
+        def run(self, feed):
+            return {k: v for k, v in self.runner.run(feed).items() if k not in graph.output_names}
+
+    cmp = compare_runs(graph, OrtRunner(graph, name="fp32"), InnerOnly(), dataset, replay=False, progress=False,
+                       judge=make_judge("classify", graph))
+    assert cmp.task is None and cmp.pictures == []
+    warning = [f for f in cmp.findings if f["kind"] == "task_unjudged"]
+    assert len(warning) == 1 and "lack model output(s)" in warning[0]["message"]
+    row = recommend([CandidateResult("trt", cmp.tensors, cmp.findings, task=cmp.task)]).table.iloc[0]
+    assert row["judged_by"] == "output tensors (no task result)"
