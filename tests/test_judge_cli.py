@@ -66,7 +66,9 @@ def test_labels_beside_the_data_are_used_for_classify(tmp_path, orientation_data
                   "--no-replay", "--quiet", "--out", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"labels: {orientation_data / 'labels.json'} (4 class label(s))" in proc.stderr
-    task = json.loads((out / "results.json").read_text())["candidates"][0]["task"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["labels"] == str(orientation_data / "labels.json")
+    task = results["candidates"][0]["task"]
     assert task["task"] == "classify" and task["primary"] == "accuracy_drop"
     # the labels reached the judge: each sample's label is the one written beside it
     assert [r["label"] for r in task["per_sample"]] == [0, 1, 0, 1]
@@ -125,3 +127,32 @@ def test_demo_judges_the_text_detector_as_a_probability_map(monkeypatch):
     runner.invoke(cli, ["demo", "--task", "generic"])
     runner.invoke(cli, ["run", "m.onnx", "--data", "d"])
     assert [(c.task, c.task_options) for c in seen] == [("segment", {"threshold": 0.3}), ("generic", {}), ("generic", {})]
+
+
+def test_text_recognizer_with_text_labels_end_to_end(tmp_path):
+    """ctc on rapidocr's PP-OCRv4 recognizer (charset from the model's metadata): rendered known
+    strings, labels.json beside them; the per-sample table shows what FP32 and the candidate read."""
+    import html
+    import os
+
+    from judge_fixtures import ppocr_line_tensor, render_line
+
+    rapidocr = pytest.importorskip("rapidocr_onnxruntime")
+    rec = Path(rapidocr.__file__).resolve().parent / "models" / "ch_PP-OCRv4_rec_infer.onnx"
+    texts = ["Quantization", "hello world 42"]
+    data = tmp_path / "lines"
+    data.mkdir()
+    for i, text in enumerate(texts):
+        np.save(data / f"line{i}.npy", ppocr_line_tensor(render_line(text), 48, 320))
+    (data / "labels.json").write_text(json.dumps({f"line{i}.npy": t for i, t in enumerate(texts)}))
+    out = tmp_path / "out"
+    proc = qbench("compare", rec, "--data", data, "--precision", "fp16", "--task", "ctc", "--no-replay", "--quiet",
+                  "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    task = results["candidates"][0]["task"]
+    assert task["primary"] == "cer_increase" and [r["label"] for r in task["per_sample"]] == texts
+    page = (out / "index.html").read_text()
+    for row in task["per_sample"]:
+        assert html.escape(row["fp32_text"]) in page and html.escape(row["cand_text"]) in page
+    assert os.path.isfile(out / results["files"]["sample[fp16][1]"])

@@ -133,13 +133,16 @@ def test_text_free_images_raise_no_false_alarm(tmp_path, model_path, document_ra
 
 # -- a model ending in ArgMax: pixel agreement, no NaN anywhere ---------------------------------------
 @pytest.mark.slow
-def test_argmax_model_is_judged_by_pixel_agreement_without_nan(tmp_path, model_path, small_data_dir, document_ranges):
+def test_argmax_model_is_guessed_and_judged_by_pixel_agreement_without_nan(tmp_path, model_path, small_data_dir):
     model = argmax_segmenter(model_path, tmp_path)
     out = tmp_path / "out"
     proc = qbench("run", model, "--data", small_data_dir, "--limit", "2", "--precision", "int8", "--no-fallback",
-                  "--ranges", document_ranges, "--task", "segment", "--out", out)
+                  "--method", "minmax", "--task", "auto", "--out", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # --task auto guesses from the graph and says what and why
+    assert "qbench: task: segment (guessed: " in proc.stderr and "ArgMax" in proc.stderr
     results = strict_json(out / "results.json")
+    assert results["meta"]["task"] == "segment" and "ArgMax" in results["meta"]["task_note"]
     task = results["candidates"][0]["task"]
     assert task["primary"] == "pixel_agreement"
     assert 0.9 < task["metrics"]["pixel_agreement"] <= 1.0
@@ -176,6 +179,15 @@ def test_per_sample_section_renders_in_chromium(detector_run, tmp_path):
         shot = Path(os.environ.get("QBENCH_SCREENSHOT_DIR", tmp_path)) / "samples.png"
         p.page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
+    # the worst sample's picture draws FP32's boxes (green) and none for INT8, which lost them all
+    from PIL import Image
+
+    from qbench.report.samples import CAND_COLOUR, REF_COLOUR
+
+    results = strict_json(out / "results.json")
+    pixels = np.asarray(Image.open(out / results["files"]["sample[int8][1]"]).convert("RGB")).reshape(-1, 3)
+    assert (pixels == REF_COLOUR).all(axis=1).sum() > 200
+    assert (pixels == CAND_COLOUR).all(axis=1).sum() == 0
 
 
 @pytest.mark.browser
@@ -233,3 +245,70 @@ def test_tap_judges_every_sample_and_pictures_the_worst_even_beyond_its_memory_b
         assert pic.reference_marks["text"].startswith("class ") and pic.candidate_marks["text"].startswith("class ")
         assert pic.reference == {} and pic.candidate == {}  # arrays dropped once marked
     assert cmp.meta["task"] == "classify" and cmp.meta["timing_s"]["task"] >= 0
+
+
+def test_judging_outputs_alone_matches_the_judge_inside_the_comparison(tmp_path):
+    """judge_precision (outputs only: how the fallback search's final candidate is judged) reaches
+    the same task result as the judge fed by the comparator's tap."""
+    from judge_fixtures import LINES, ppocr_line_tensor, render_line
+
+    from qbench.compare.entry import compare_precision, judge_precision
+    from qbench.data import load_dataset
+    from qbench.judge import make_judge
+    from qbench.model import ModelGraph
+    from qbench.ranges import Ranges, TensorRange
+
+    graph = ModelGraph.from_path(Path(__file__).resolve().parent / "data" / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    for i, text in enumerate(LINES[:4]):
+        img = render_line(text)
+        np.save(tmp_path / f"line{i}.npy", ppocr_line_tensor(img.rotate(180) if i % 2 else img))
+    dataset = load_dataset(tmp_path, graph.inputs)
+    # a planted fault: every range at a quarter of its MinMax value, so INT8 does change the scores
+    from qbench.calibrate import calibrate
+
+    minmax = calibrate(graph, dataset, method="minmax", progress=False)
+    ranges = Ranges({n: TensorRange(n, minmax.amax(n) / 4, method="minmax") for n in minmax.entries}, method="minmax")
+    judge = make_judge("classify", graph)
+    inside = compare_precision(graph, dataset, "int8", ranges, judge=judge, replay=False, progress=False).task
+    alone, pictures = judge_precision(graph, dataset, "int8", ranges, judge, progress=False)
+    assert alone.metrics == inside.metrics and alone.verdict == inside.verdict
+    pd.testing.assert_frame_equal(alone.per_sample, inside.per_sample)
+    assert len(pictures) == 4 and all(p.reference_marks for p in pictures)
+    assert inside.metrics["max_prob_drop"] > 0  # the planted fault reached the outputs
+
+
+def test_candidate_results_without_the_model_outputs_are_not_judged_but_said_so(tmp_path):
+    """Imported TensorRT results may hold inner tensors but not the model's outputs: the judge has
+    nothing to read, so there is no task verdict — a warning finding says so, and the row says the
+    verdict came from the output tensors instead."""
+    from judge_fixtures import LINES, ppocr_line_tensor, render_line
+
+    from qbench.advise import recommend
+    from qbench.compare.comparator import compare_runs
+    from qbench.data import load_dataset
+    from qbench.judge import make_judge
+    from qbench.model import ModelGraph
+    from qbench.report import CandidateResult
+    from qbench.runners import OrtRunner
+
+    graph = ModelGraph.from_path(Path(__file__).resolve().parent / "data" / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    for i, text in enumerate(LINES[:2]):
+        np.save(tmp_path / f"line{i}.npy", ppocr_line_tensor(render_line(text)))
+    dataset = load_dataset(tmp_path, graph.inputs)
+
+    class InnerOnly:  # a real ORT run whose results were exported without the graph outputs
+        name = "inner tensors only"
+
+        def __init__(self):
+            self.runner = OrtRunner(graph, name=self.name)
+
+        def run(self, feed):
+            return {k: v for k, v in self.runner.run(feed).items() if k not in graph.output_names}
+
+    cmp = compare_runs(graph, OrtRunner(graph, name="fp32"), InnerOnly(), dataset, replay=False, progress=False,
+                       judge=make_judge("classify", graph))
+    assert cmp.task is None and cmp.pictures == []
+    warning = [f for f in cmp.findings if f["kind"] == "task_unjudged"]
+    assert len(warning) == 1 and "lack model output(s)" in warning[0]["message"]
+    row = recommend([CandidateResult("trt", cmp.tensors, cmp.findings, task=cmp.task)]).table.iloc[0]
+    assert row["judged_by"] == "output tensors (no task result)"

@@ -54,7 +54,7 @@ def _layer_section(path: Path):
                         "precision and the ONNX nodes fused into it.")
 
 
-def _write_report(out: Path, graph, cmp, label: str, *, model: Path, data, ranges=None, extras=()) -> Path:
+def _write_report(out: Path, graph, cmp, label: str, *, model: Path, data, ranges=None, extras=(), judge=None) -> Path:
     """The same HTML/JSON/CSV report as ``qbench run``, for this one candidate."""
     from qbench import __version__
     from qbench.report import CandidateResult, write_report
@@ -65,6 +65,8 @@ def _write_report(out: Path, graph, cmp, label: str, *, model: Path, data, range
     from qbench.store import ResultStore
 
     meta["task"] = cmp.task.task if cmp.task is not None else ""
+    meta["task_note"] = judge.note if judge is not None else ""
+    meta["labels"] = judge.labels.path if judge is not None and judge.labels is not None else ""
     candidate = CandidateResult(label, cmp.tensors, cmp.findings, cmp.unmatched, dict(cmp.meta), task=cmp.task,
                                 pictures=cmp.pictures)
     report = write_report(out, graph.name, [candidate], ranges=ranges, meta=meta, extra_sections=extras)
@@ -195,7 +197,7 @@ def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runn
         from qbench.fp16_stage import section
 
         extras.append(section(cmp.headroom, {label: cmp}, out, str(model)))
-    report = _write_report(out, graph, cmp, label, model=model, data=data, ranges=ranges, extras=extras)
+    report = _write_report(out, graph, cmp, label, model=model, data=data, ranges=ranges, extras=extras, judge=judge)
     click.echo(_summary(cmp))
     click.echo(f"wrote {paths['tensors']}, {paths['comparison']} and {report.parent / 'results.json'}")
     click.echo(str(report))  # the last line on stdout is the report, for scripts (as qbench run)

@@ -341,7 +341,10 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
         task, wanted = tap.finish(pictures)
         sample_pictures = _pictures(tap, wanted, dataset, reference, candidate)
         meta["timing_s"]["task"] = round(tap.seconds + time.perf_counter() - t0, 3)
-        meta["task"] = task.task
+        meta["task"] = task.task if task is not None else ""
+        if tap.unjudged:
+            findings.append({"kind": "task_unjudged", "tensor": None, "node": None, "op_type": None, "index": None,
+                             "severity": "warning", "message": tap.unjudged})
     return Comparison(frame, per_sample.frame(), unmatched, findings, meta, task=task, pictures=sample_pictures)
 
 

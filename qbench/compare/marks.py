@@ -3,8 +3,8 @@ the judge: boxes (``detect``), a class or probability map (``segment``, and a he
 spatial output for other tasks), or a line of text (``ctc``: the decoded line; ``classify``: the top
 class).
 
-Made with the judge's own accumulator steps on that one sample (a fresh accumulator, so the judge's
-running state is untouched): the picture shows exactly the detections, masks and texts that were
+Made with the judge's own decoders on that one sample (``detections`` / ``decode`` of a fresh
+accumulator, so the judge's running state is untouched): the picture shows exactly the detections, masks and texts that were
 scored, with the options in force (charset, strides, thresholds). Only the few worst samples are
 marked, after the pass, so this costs nothing per sample.
 """
@@ -39,15 +39,10 @@ def _detect(outputs: dict, judge, feed: dict) -> dict:
     out = judge.options.get("output")
     if out not in outputs:
         return empty()
-    acc = judge.start()
-    rows = acc._rows(outputs[out])[0]
-    acc._decide_mode(rows, feed)
-    if acc.mode != "boxes":  # a raw head judged by score agreement: anchors, not boxes
-        score, _ = acc._scores(rows)
-        above = int(np.count_nonzero(score >= float(judge.options["score_threshold"])))
-        return {**empty(), "text": f"{above} anchor(s) above {judge.options['score_threshold']:g}"}
-    boxes, _, _ = acc._detections(rows)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    found = judge.start().detections(outputs[out], feed)
+    if found is None:  # a raw head judged by score agreement: anchors, not boxes
+        return {**empty(), "text": "raw head: judged by scores, no boxes"}
+    boxes = np.asarray(found[0][0], dtype=np.float64).reshape(-1, 4) if found else np.zeros((0, 4))
     return {**empty(), "boxes": boxes[:MAX_BOXES], "text": f"{len(boxes)} detection(s)"}
 
 
@@ -55,7 +50,7 @@ def _ctc(outputs: dict, judge) -> dict:
     out = judge.options.get("output")
     if out not in outputs:
         return empty()
-    texts = judge.start()._decode(outputs[out])
+    texts = judge.start().decode(outputs[out])
     text = texts[0] if texts else ""
     return {**empty(), "text": repr(text) if isinstance(text, str) else f"classes {list(text)[:20]}"}
 

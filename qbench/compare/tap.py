@@ -101,6 +101,8 @@ class OutputsTap:
         self.pictures: dict[int, SamplePicture] = {}
         self.names: dict[int, str] = {}
         self.seconds = 0.0
+        # why there is no task result (candidate results without the model's outputs), or ""
+        self.unjudged = ""
 
     def take(self, values: dict) -> dict:
         return {n: values[n] for n in self.output_names if n in values}
@@ -108,6 +110,15 @@ class OutputsTap:
     def add(self, index: int, name: str, ref_out: dict, cand_out: dict, feed: dict) -> None:
         import time
 
+        if self.unjudged:
+            return
+        missing = [n for n in self.output_names if n not in cand_out]
+        if missing:
+            # e.g. TensorRT results exported without the model outputs: nothing for the judge to read,
+            # and judging the other samples only would be a verdict over a subset
+            self.unjudged = (f"no task verdict: the candidate's results lack model output(s) {missing[:3]} "
+                             f"(sample {index}); the verdict falls back to the output tensors compared")
+            return
         t0 = time.perf_counter()
         self.acc.add(index, name, ref_out, cand_out, feed)
         self.names[index] = name
@@ -124,7 +135,11 @@ class OutputsTap:
         return SamplePicture(index, name, image, hw, ref, cand)
 
     def finish(self, worst: int = 4):
-        """(TaskResult, the indices of the worst samples to picture, best-kept first)."""
+        """(TaskResult, the indices of the worst samples to picture, worst first); (None, []) when
+        the candidate could not be judged (``unjudged`` says why)."""
+        if self.unjudged:
+            self.pictures = {}
+            return None, []
         result = self.acc.finish()
         wanted = worst_indices(result, worst)
         return result, wanted

@@ -205,7 +205,8 @@ def outputs_summary(summaries: list[dict], verdicts: dict[str, str]) -> bytes | 
     fig = Figure(figsize=(13, 0.5 * len(names) + 1.3), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2 if has_lat else 1, squeeze=False, width_ratios=[2, 1] if has_lat else None)[0]
-    colours = ["#43a047" if verdicts.get(n) == "pass" else "#e53935" if verdicts.get(n) == "fail" else "#90a4ae"
+    colours = ["#43a047" if verdicts.get(n) == "pass" else "#e53935" if verdicts.get(n) == "fail"
+               else "#f57c00" if verdicts.get(n) == "inconclusive" else "#90a4ae"
                for n in names]
     y = np.arange(len(names))[::-1]
     ax = axes[0]
@@ -232,7 +233,8 @@ def outputs_summary(summaries: list[dict], verdicts: dict[str, str]) -> bytes | 
             ax.text(max(0, np.nan_to_num(v)), yi, f"  {text}", va="center", fontsize=8.5, color=colour, fontweight="bold")
         ax.set_xlim(0, 1.25)
     ax.set_yticks(y, [label(n, 20) for n in names], fontsize=9)
-    ax.set_title("Model outputs vs FP32 (green: passes the thresholds)", fontsize=11, loc="left")
+    ax.set_title("Model outputs vs FP32 (diagnosis; colour: the task verdict: green pass, red fail, orange inconclusive)",
+                 fontsize=11, loc="left")
     if has_lat:
         lax = axes[1]
         lv = [np.nan if v is None else v for v in lat]

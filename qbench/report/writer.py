@@ -163,7 +163,9 @@ def _task_context(c: CandidateResult, slug: str, out: Path, files: dict) -> dict
     t = c.task
     ps = t.per_sample
     worst = t.worst(WORST_ROWS) if len(ps) else ps
-    columns = [col for col in ps.columns if col not in ("sample", "name")]
+    # (column, format): counts read as counts (11,300 pixels, not 1.13e+04)
+    columns = [(col, "int" if pd.api.types.is_integer_dtype(ps[col]) else "g") for col in ps.columns
+               if col not in ("sample", "name")]
     pictures = []
     rows = {int(r["sample"]): r for r in worst.to_dict("records")} if "sample" in worst else {}
     for j, pic in enumerate(c.pictures or [], 1):
