@@ -137,6 +137,12 @@ class ResultStore:
         if version > SCHEMA_VERSION:
             self._conn.close()
             raise QbenchError(f"{self.path} was written by a newer qbench (schema {version} > {SCHEMA_VERSION}); upgrade qbench")
+        if version == 0:  # refuse another program's database before _wal(), which would rewrite its header
+            try:
+                self._refuse_foreign(self._tables(self._conn))
+            except QbenchError:
+                self._conn.close()
+                raise
         self._wal()
         if version < SCHEMA_VERSION:
             self._migrate()
@@ -164,16 +170,24 @@ class ResultStore:
             raise
         self._conn.execute("COMMIT")
 
+    @staticmethod
+    def _tables(conn) -> set[str]:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def _refuse_foreign(self, tables: set[str]) -> None:
+        """QbenchError when an unversioned file holds tables but not a version-1 store's."""
+        if tables and not {"runs", "tensor_metrics", "findings"} <= tables:
+            raise QbenchError(f"{self.path} is a SQLite file of another program (tables {sorted(tables)[:5]}), "
+                              "not a qbench store")
+
     def _migrate(self) -> None:
         """Bring the file to SCHEMA_VERSION, step by step, in one transaction. The version is read
         again under the write lock: another process may have migrated the file meanwhile."""
         try:
             with self._transaction() as conn:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if version == 0 and tables and not {"runs", "tensor_metrics", "findings"} <= tables:
-                    raise QbenchError(f"{self.path} is a SQLite file of another program (tables {sorted(tables)[:5]}), "
-                                      "not a qbench store")
+                if version == 0:  # again under the lock: the file may have changed since __init__ looked
+                    self._refuse_foreign(self._tables(conn))
                 for step in range(version, SCHEMA_VERSION):
                     for statement in _statements(MIGRATIONS[step]):
                         conn.execute(statement)

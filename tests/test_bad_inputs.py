@@ -105,6 +105,40 @@ def _truncated_npz(d):
     (d / "s0.npz").write_bytes(buf.getvalue()[:200])
 
 
+# a results.json that check and diff read (one passing FP16 candidate), and stores for history/diff
+_RESULTS = json.dumps({"format": "qbench-report/1", "model": "cls", "candidates": [
+    {"precision": "fp16", "summary": {"output_cosine_min": 0.999}}],
+    "recommendation": {"precision": "fp16", "table": [{"precision": "fp16", "verdict": "pass"}]}})
+
+
+def _results(c, name="good"):
+    return c.file(f"{name}/results.json", _RESULTS)
+
+
+def _empty_store(c) -> Path:
+    from qbench.store import ResultStore
+
+    path = c.root / "store.sqlite"
+    with ResultStore(path):
+        pass
+    return path
+
+
+def _foreign_sqlite(c) -> Path:
+    import sqlite3
+
+    path = c.root / "notes.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('kept')")
+        conn.commit()
+    return path
+
+
+def _spec(c, name, text):
+    return c.file(name, text.replace("MODEL", CLS.as_posix()))
+
+
 # (id, argv from ctx, expected text in the error line, expected exit code)
 CASES = [
     # --- the model file
@@ -218,6 +252,45 @@ CASES = [
                                                  "--out", c.out], "not a trtexec --exportOutput file", 2),
     ("compare-layer-info-malformed", lambda c: ["compare", c.model, "--data", c.data, "--precision", "fp16", "--layer-info",
                                                 c.file("li.json", '{"Layers": 3}'), "--out", c.out], "expected TensorRT layer information", 2),
+    # --- runs across time: check (exit 2 on an error, 1 is kept for a regression), history, diff, sweep
+    ("check-results-missing", lambda c: ["check", c.root / "gone" / "results.json"], "no such results.json or report folder", 2),
+    ("check-results-truncated", lambda c: ["check", c.file("cut/results.json", _RESULTS[:60])], "is not readable JSON", 2),
+    ("check-not-a-qbench-report", lambda c: ["check", c.out], "is not a qbench results.json", 2),
+    ("check-tolerance-malformed", lambda c: ["check", _results(c), "--min", "output_cosine_min"], "is not NAME=NUMBER", 2),
+    ("check-tolerance-not-a-number", lambda c: ["check", _results(c), "--max", "output_rel_l2_max=low"], "is not NAME=NUMBER", 2),
+    ("check-tolerance-unknown-metric", lambda c: ["check", _results(c), "--min", "task.top9=0.5"], "has no metric 'task.top9'", 2),
+    ("check-require-pass-unknown-precision", lambda c: ["check", _results(c), "--require-pass", "int4"],
+     "has no int4 candidate", 2),
+    ("check-baseline-missing", lambda c: ["check", _results(c), "--baseline", c.root / "nobase"],
+     "no such results.json or report folder", 2),
+    ("check-baseline-previous-without-store", lambda c: ["check", _results(c), "--baseline", "previous", "--store",
+                                                         c.root / "none.sqlite"], "--baseline previous needs the results store", 2),
+    ("history-store-missing", lambda c: ["history", "--store", c.root / "none.sqlite"], "no results store at", 2),
+    ("history-store-not-sqlite", lambda c: ["history", "--store", c.file("text.sqlite", "not a database\n" * 100)],
+     "is not a qbench results store", 2),
+    ("history-store-of-another-program", lambda c: ["history", "--store", _foreign_sqlite(c)], "a SQLite file of another program", 2),
+    ("history-unknown-model", lambda c: ["history", "--store", _empty_store(c), "--model", "resnet"], "no runs of 'resnet'", 2),
+    ("diff-unknown-run-id", lambda c: ["diff", "3", "#4", "--store", _empty_store(c)], "no run #3 in", 2),
+    ("diff-run-id-without-store", lambda c: ["diff", "3", "4", "--store", c.root / "none.sqlite"], "no results store at", 2),
+    ("diff-results-truncated", lambda c: ["diff", _results(c), c.file("cut/results.json", "{")], "is not readable JSON", 2),
+    ("diff-out-is-file", lambda c: ["diff", _results(c), _results(c), "--out", c.out / "index.html"], "it is a file, not a folder", 2),
+    ("sweep-spec-missing", lambda c: ["sweep", c.root / "none.toml"], "does not exist", 2),
+    ("sweep-spec-is-folder", lambda c: ["sweep", c.out], "is a folder; expected a .toml", 2),
+    ("sweep-spec-not-toml-or-yaml", lambda c: ["sweep", c.file("s.json", "{}")], "expected a .toml, .yaml or .yml file", 2),
+    ("sweep-spec-bad-toml", lambda c: ["sweep", c.file("s.toml", "models = [\n")], "is not valid TOML", 2),
+    ("sweep-spec-bad-yaml", lambda c: ["sweep", c.file("s.yaml", "models: [a.onnx\n  b: :\n")], "is not valid YAML", 2),
+    ("sweep-spec-not-utf8", lambda c: ["sweep", c.file("s.toml", b"\xff\xfe models = 3")], "is not readable UTF-8 text", 2),
+    ("sweep-spec-list", lambda c: ["sweep", c.file("s.yaml", "- a.onnx\n- b.onnx\n")], "must be a mapping of keys", 2),
+    ("sweep-spec-unknown-key", lambda c: ["sweep", _spec(c, "s.toml", 'models = ["MODEL"]\ndata = "data"\nprecision = ["fp16"]\n')],
+     "unknown key(s) ['precision']", 2),
+    ("sweep-spec-model-missing", lambda c: ["sweep", _spec(c, "s.toml", 'models = ["gone.onnx"]\ndata = "data"\n')],
+     "sweep spec: model", 2),
+    ("sweep-spec-data-missing", lambda c: ["sweep", _spec(c, "s.toml", 'models = ["MODEL"]\ndata = "nodata"\n')],
+     "sweep spec: data folder", 2),
+    ("sweep-spec-unknown-precision", lambda c: ["sweep", _spec(c, "s.yaml", "models: [MODEL]\ndata: data\nprecisions: [int4]\n")],
+     "unknown precision 'int4'", 2),
+    ("sweep-out-is-file", lambda c: ["sweep", _spec(c, "s.toml", 'models = ["MODEL"]\ndata = "data"\nprecisions = ["fp16"]\n'),
+                                     "--out", c.out / "index.html"], "it is a file, not a folder", 2),
 ]
 
 
@@ -264,6 +337,18 @@ def test_unreadable_data_folder(ctx):
     finally:
         folder.chmod(0o755)
     assert rc == 2 and err.startswith("qbench: error:") and "Traceback" not in err
+
+
+def test_foreign_sqlite_store_is_left_untouched(ctx):
+    """history/check/diff refuse another program's SQLite file before changing a byte of it (the
+    store's switch to WAL mode would rewrite its header)."""
+    path = _foreign_sqlite(ctx)
+    before = path.read_bytes()
+    for argv in (["history"], ["diff", "1", "2"], ["check", "1"]):
+        rc, _, err = qbench(*argv, "--store", path)
+        assert rc == 2 and "another program" in err and "Traceback" not in err
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in ctx.root.glob("notes.db*")) == ["notes.db"]  # no -wal/-shm beside it
 
 
 def test_trt_bench_engine_missing(ctx):

@@ -99,9 +99,14 @@ class SweepResult:
 
 def read_spec(path: Path) -> dict:
     """A TOML (.toml) or YAML (.yaml/.yml) mapping; QbenchError on anything else."""
+    if path.is_dir():
+        raise QbenchError(f"sweep spec {path} is a folder; expected a .toml, .yaml or .yml file")
     if not path.is_file():
         raise QbenchError(f"sweep spec {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable, or binary / another encoding
+        raise QbenchError(f"sweep spec {path} is not readable UTF-8 text: {exc}") from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
