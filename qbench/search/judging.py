@@ -1,0 +1,115 @@
+"""The one door through which the search reads a verdict: the task judge (``qbench.judge``).
+
+Every candidate the search considers (a calibrator, a per-tensor best-of, a set of layers kept in
+float) is run on the judging part, its outputs paired with the FP32 outputs of the same samples,
+and handed to the judge; the search ranks and decides only by the judge's ``TaskResult`` (verdict,
+then score). FP32 outputs are computed once (``Reference``) and reused by every candidate.
+
+Batching: when every input's batch axis is dynamic and the samples share a shape, the judging
+samples run as one batch per call (checked once against a one-sample run, since some exports
+fold the batch axis into a reshape); otherwise one sample per call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from qbench.errors import QbenchError
+
+MAX_BATCH = 16
+
+
+def make_task_judge(task: str, graph, options=None, labels=None):
+    try:
+        from qbench.judge import make_judge
+    except ImportError:  # INTERIM until wt-judge is merged
+        from qbench.search._interim_judge import InterimJudge
+        return InterimJudge()
+    return make_judge(task=task, graph=graph, options=options, labels=labels)
+
+
+def session(model: onnx.ModelProto, threads: int | None = None):
+    """A plain ONNX Runtime session (outputs only; the search never needs intermediate tensors)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise QbenchError(f"ONNX Runtime cannot load the candidate model: {str(exc).splitlines()[0]}") from None
+
+
+class Reference:
+    """The judging samples, their FP32 outputs, and how to run any candidate on them."""
+
+    def __init__(self, graph, dataset, *, part: str, progress: bool = False):
+        self.graph = graph
+        self.part = part
+        self.names = [str(p.name) for p in dataset.files]
+        self.samples = [dataset.sample(i) for i in range(len(dataset))]
+        if not self.samples:
+            raise QbenchError(f"the {part} holds no samples to judge on")
+        self.output_names = [o.name for o in graph.model.graph.output]
+        fp32 = session(graph.model)
+        self.batched = self._can_batch(fp32)
+        self.outputs = self.run(fp32)
+
+    def _can_batch(self, sess) -> bool:
+        if len(self.samples) < 2:
+            return False
+        for name in self.samples[0]:
+            shapes = {s[name].shape[1:] for s in self.samples}
+            if len(shapes) != 1 or any(s[name].shape[0] != 1 for s in self.samples):
+                return False
+        for spec in sess.get_inputs():
+            if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0:
+                return False  # a fixed batch axis
+        try:  # the batched run must split into the one-sample runs (some exports fold the batch)
+            both = sess.run(None, _stack(self.samples[:2]))
+            one = sess.run(None, self.samples[0])
+        except Exception:
+            return False
+        return all(b.shape[:1] == (2,) and b.shape[1:] == o.shape[1:] and np.allclose(b[:1], o, rtol=1e-4, atol=1e-5)
+                   for b, o in zip(both, one))
+
+    def run(self, sess, extra: dict | None = None) -> list[dict]:
+        """Outputs of ``sess`` per judging sample (``extra``: more feeds, such as gates)."""
+        extra = extra or {}
+        out: list[dict] = []
+        try:
+            if self.batched:
+                for start in range(0, len(self.samples), MAX_BATCH):
+                    part = self.samples[start:start + MAX_BATCH]
+                    values = sess.run(self.output_names, {**_stack(part), **extra})
+                    out += [{n: v[i:i + 1] for n, v in zip(self.output_names, values)} for i in range(len(part))]
+            else:
+                for feed in self.samples:
+                    out.append(dict(zip(self.output_names, sess.run(self.output_names, {**feed, **extra}))))
+        except Exception as exc:
+            raise QbenchError(f"ONNX Runtime failed on a candidate: {str(exc).splitlines()[0]}") from None
+        return out
+
+    def judge(self, judge, outputs: list[dict]):
+        """The judge's TaskResult for candidate ``outputs`` (one dict per judging sample)."""
+        acc = judge.start()
+        for i, (name, feed, ref, cand) in enumerate(zip(self.names, self.samples, self.outputs, outputs)):
+            acc.add(i, name, ref, cand, feed)
+        return acc.finish()
+
+    def judge_model(self, judge, model: onnx.ModelProto):
+        return self.judge(judge, self.run(session(model)))
+
+
+def _stack(samples: list[dict]) -> dict:
+    return {k: np.concatenate([s[k] for s in samples], axis=0) for k in samples[0]}
+
+
+def rank_key(result) -> tuple:
+    """Sort key, best first: a pass before an inconclusive before a fail, then the judge's score."""
+    order = {"pass": 0, "inconclusive": 1, "fail": 2}
+    return (order.get(result.verdict, 3), -float(result.score))
