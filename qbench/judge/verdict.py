@@ -1,0 +1,105 @@
+"""From a task metric to pass / fail / inconclusive.
+
+A verdict compares the primary metric with its tolerance *through its 95 % interval*: pass when
+the whole interval is on the good side, fail when the whole interval is on the bad side,
+inconclusive when it straddles the tolerance — then the reason says about how many more samples
+would settle it at the observed rate. A metric measured on a single sample has no interval and is
+decided on its value, and the reason says so. A NaN metric (nothing could be measured) is
+inconclusive. Tensor metrics (cosines) never reach this module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from qbench.judge import intervals
+
+
+@dataclass
+class Evidence:
+    """How the primary metric was measured, so its interval can be drawn.
+
+    kind "wilson": successes k of n trials; "paired_drop": discordant counts n10, n01 of n;
+    "ratio": per-sample numerators and denominators (the metric is sum(num)/sum(den));
+    "point": nothing to resample (the value is decided as is)."""
+
+    kind: str
+    k: float = 0.0
+    n: int = 0
+    n10: float = 0.0
+    n01: float = 0.0
+    num: tuple = ()
+    den: tuple = ()
+    unit: str = "samples"
+
+
+@dataclass
+class Decision:
+    verdict: str
+    reason: str
+    interval: tuple | None
+    more_samples: int | None
+
+
+def _fmt(v: float) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.3f}" if abs(v) < 1000 else f"{v:.4g}"
+
+
+def _fmt_ci(iv: tuple) -> str:
+    return f"95% CI {iv[0]:.2f}-{iv[1]:.2f}" if max(abs(iv[0]), abs(iv[1])) >= 0.01 or iv == (0.0, 0.0) else f"95% CI {iv[0]:.3g}-{iv[1]:.3g}"
+
+
+def decide(label: str, value: float, tolerance: float, higher_is_better: bool, evidence: Evidence,
+           option: str) -> Decision:
+    """Decide one primary metric. label: the metric as the reason names it ("top-1 agreement");
+    option: the tolerance's option name (min_agreement, max_drop, ...)."""
+    if value is None or math.isnan(value):
+        return Decision("inconclusive", f"{label} could not be measured (no usable samples) -> inconclusive", None, None)
+    interval = _interval(evidence)
+    good = (lambda x: x >= tolerance) if higher_is_better else (lambda x: x <= tolerance)
+    side = "at least" if higher_is_better else "at most"
+    target = f"{option} {_fmt(tolerance)} ({side})"
+    if interval is None:
+        verdict = "pass" if good(value) else "fail"
+        why = "one sample, no interval" if evidence.kind != "point" else "no interval"
+        rel = "meets" if verdict == "pass" else "misses"
+        return Decision(verdict, f"{label} {_fmt(value)} ({why}) {rel} {target} -> {verdict}", None, None)
+    lo, hi = interval
+    if good(lo) and good(hi):
+        verdict, rel = "pass", "meets"
+    elif not good(lo) and not good(hi):
+        verdict, rel = "fail", "misses"
+    else:
+        verdict = "inconclusive"
+        rel = "meets" if good(value) else "misses"
+    reason = f"{label} {_fmt(value)} ({_fmt_ci(interval)}) {rel} {target} -> {verdict}"
+    more = None
+    if verdict == "inconclusive":
+        total = _needed(evidence, value, interval, tolerance)
+        if total is None:
+            reason += f"; at this rate no number of {evidence.unit} would settle it"
+        else:
+            more = max(1, total - evidence.n)
+            reason += f"; about {more} more {evidence.unit} would settle it"
+    return Decision(verdict, reason, interval, more)
+
+
+def _interval(ev: Evidence) -> tuple | None:
+    if ev.kind == "wilson":
+        return intervals.wilson(ev.k, ev.n) if ev.n >= 2 else None
+    if ev.kind == "paired_drop":
+        return intervals.paired_drop(ev.n10, ev.n01, ev.n) if ev.n >= 2 else None
+    if ev.kind == "ratio":
+        return intervals.bootstrap_ratio(ev.num, ev.den)
+    return None
+
+
+def _needed(ev: Evidence, value: float, interval: tuple, tolerance: float) -> int | None:
+    if ev.kind == "wilson":
+        return intervals.wilson_samples_needed(ev.k / ev.n, ev.n, tolerance)
+    if ev.kind == "paired_drop":
+        return intervals.paired_drop_samples_needed(ev.n10, ev.n01, ev.n, tolerance)
+    return intervals.bootstrap_samples_needed(value, interval, ev.n, tolerance)
