@@ -21,11 +21,8 @@ MAX_BATCH = 16
 
 
 def make_task_judge(task: str, graph, options=None, labels=None):
-    try:
-        from qbench.judge import make_judge
-    except ImportError:  # INTERIM until wt-judge is merged
-        from qbench.search._interim_judge import InterimJudge
-        return InterimJudge()
+    from qbench.judge import make_judge
+
     return make_judge(task=task, graph=graph, options=options, labels=labels)
 
 
