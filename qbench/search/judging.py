@@ -106,7 +106,29 @@ def _stack(samples: list[dict]) -> dict:
     return {k: np.concatenate([s[k] for s in samples], axis=0) for k in samples[0]}
 
 
+def meets_tolerance(result) -> bool:
+    """The point estimate of the deciding metric is within the judge's tolerance (whatever its interval)."""
+    value = result.metrics.get(result.primary)
+    tolerance = getattr(result, "tolerance", None)
+    if value is None or tolerance is None or value != value:
+        return result.verdict == "pass"
+    return value >= tolerance if getattr(result, "higher_is_better", True) else value <= tolerance
+
+
+def acceptable(result) -> bool:
+    """What the search stops at: a pass, or an inconclusive whose point estimate meets the tolerance
+    (only more samples can turn it into a pass; the verdict written stays "inconclusive")."""
+    return result.verdict == "pass" or (result.verdict == "inconclusive" and meets_tolerance(result))
+
+
 def rank_key(result) -> tuple:
-    """Sort key, best first: a pass before an inconclusive before a fail, then the judge's score."""
-    order = {"pass": 0, "inconclusive": 1, "fail": 2}
-    return (order.get(result.verdict, 3), -float(result.score))
+    """Sort key, best first: pass, then inconclusive within tolerance, inconclusive outside it, fail;
+    then the judge's score (higher is better)."""
+    if result.verdict == "pass":
+        tier = 0
+    elif result.verdict == "inconclusive":
+        tier = 1 if meets_tolerance(result) else 2
+    else:
+        tier = 3
+    score = float(result.score)
+    return (tier, -score if score == score else float("inf"))

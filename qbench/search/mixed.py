@@ -7,6 +7,10 @@ From the sensitivity ranking (best ``gain_if_float`` first):
    log2(k) + 1 judged runs where one-at-a-time would need k.
 2. **Bisect** between the last failing and the first passing prefix for the shortest passing prefix
    (the ranking is not guaranteed monotone, so every answer is a judged run, never an inference).
+"Passes" here means ``judging.acceptable``: a pass, or an inconclusive verdict whose point estimate
+meets the tolerance (the judge says more samples would settle it; the verdict reported stays
+inconclusive). Without that, a small judging part could never stop the search.
+
 3. **Prune**: try dropping each kept layer, least sensitive first; keep the drop when the set
    still passes. The result is minimal: no single layer can be removed.
 
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from qbench.errors import QbenchError
-from qbench.search.judging import rank_key
+from qbench.search.judging import acceptable, rank_key
 
 TABLE_COLUMNS = ["step", "action", "kept", "layers", "verdict", "score", "primary", "value", "pareto", "part"]
 
@@ -69,7 +73,7 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
     limit = min(max_float, len(ranked))
     best_kept, best = [], judge([], "INT8 as calibrated")
     stopped = "INT8 passes without any layer in float"
-    if best.verdict != "pass":
+    if not acceptable(best):
         stopped = f"no set of at most {limit} layer(s) passes"
         lo, hi, k = 0, None, 1  # lo: longest prefix known to fail; hi: shortest known to pass
         while limit and k <= limit:
@@ -79,7 +83,7 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
             r = judge(ranked[:k], f"grow to the first {k}")
             if rank_key(r) < rank_key(best):
                 best_kept, best = ranked[:k], r
-            if r.verdict == "pass":
+            if acceptable(r):
                 hi = k
                 break
             lo = k
@@ -88,7 +92,7 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
             while hi - lo > 1 and not out_of_time():
                 mid = (lo + hi) // 2
                 r = judge(ranked[:mid], f"bisect: first {mid}")
-                if r.verdict == "pass":
+                if acceptable(r):
                     hi = mid
                 else:
                     lo = mid
@@ -98,14 +102,14 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
                     break
                 trial = [n for n in best_kept if n != name]
                 r = judge(trial, f"prune {name}")
-                if r.verdict == "pass":
+                if acceptable(r):
                     best_kept, best = trial, r
             stopped = f"passes with {len(best_kept)} layer(s) in float; no single one can be dropped"
             if out_of_time():
                 stopped = f"passes with {len(best_kept)} layer(s) in float (time budget spent while pruning)"
     table = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if c != "pareto"])
     table["pareto"] = _pareto(table)
-    return MixedResult(list(best_kept), best, table[TABLE_COLUMNS], best.verdict == "pass", stopped,
+    return MixedResult(list(best_kept), best, table[TABLE_COLUMNS], acceptable(best), stopped,
                        time.perf_counter() - started)
 
 
