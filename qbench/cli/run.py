@@ -23,19 +23,33 @@ def _options(func):
         click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True),
         click.option("--keep-float", multiple=True, help="Tensor or node name to keep in FP32; repeatable."),
         click.option("--fallback/--no-fallback", default=True, show_default=True,
-                     help="When INT8 fails, search which tensors to keep in float (candidate int8-mixed)."),
+                     help="When no calibrator passes, rank layer sensitivity and search the smallest set of layers "
+                          "to keep in float (candidate int8-mixed). --no-fallback keeps only the calibrator sweep."),
         click.option("--max-float", type=click.IntRange(min=0), default=8, show_default=True,
-                     help="Most tensors the fallback search may keep in float."),
+                     help="Most layers the mixed-precision search may keep in float."),
+        click.option("--task", default="auto", show_default=True,
+                     help="How the search judges outputs: auto, generic, classify, detect, segment, ctc, embedding, "
+                          "or file.py:function."),
+        click.option("--labels", type=click.Path(path_type=Path), default=None, help="Labels file for the judge."),
+        click.option("--calib-fraction", type=float, default=0.5, show_default=True,
+                     help="Share of the samples that calibrate in the search; the rest (held out) judge."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration/judging split."),
+        click.option("--search-time", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Time budget in seconds for sensitivity and mixed search."),
+        click.option("--sensitivity", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+                     help="Per-layer sensitivity: only when no calibrator passes (auto), always, or never."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, fallback, max_float) -> None:
+def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, fallback, max_float, task, labels,
+         calib_fraction, seed, search_time, sensitivity) -> None:
     cfg = RunConfig(model=Path(model), data=Path(data), out=out, precisions=tuple(precisions) or PRECISIONS,
                     method=method, ranges=ranges, calib_limit=limit, compare_limit=limit, batch_size=batch_size,
-                    keep_float=tuple(keep_float), fallback=fallback, max_float=max_float)
+                    keep_float=tuple(keep_float), fallback=fallback, max_float=max_float, task=task, labels=labels,
+                    calib_fraction=calib_fraction, seed=seed, search_time_s=search_time, sensitivity=sensitivity)
     outcome = run_pipeline(cfg, echo=lambda msg: click.echo(msg, err=True))
     rec = outcome.recommendation
     click.echo(f"recommendation: {rec.precision} — {rec.reason}", err=True)
