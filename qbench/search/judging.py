@@ -121,14 +121,35 @@ def acceptable(result) -> bool:
     return result.verdict == "pass" or (result.verdict == "inconclusive" and meets_tolerance(result))
 
 
+def margin(result) -> float:
+    """A finer, higher-is-better reading of the same TaskResult: the mean of the per-sample column the
+    judge orders samples by (``rank_column``: e.g. the top-1 probability drop, or how far past its
+    tolerance a sample's worst output slice is), signed so that higher is better. On a few samples
+    the primary metric (an agreement rate) is coarse and ties; this breaks the ties by the judge's
+    own per-sample measure. NaN when the result has no such column."""
+    frame = getattr(result, "per_sample", None)
+    column = getattr(result, "rank_column", None) or getattr(result, "primary", None)
+    if frame is None or column not in getattr(frame, "columns", ()):
+        return float("nan")
+    values = np.asarray(frame[column], dtype=np.float64)
+    values = np.where(np.isposinf(values), 1e9, np.where(np.isneginf(values), -1e9, values))
+    if not len(values) or np.isnan(values).all():
+        return float("nan")
+    higher = getattr(result, "rank_higher_is_better", None)
+    if higher is None:
+        higher = getattr(result, "higher_is_better", True)
+    mean = float(np.nanmean(values))
+    return mean if higher else -mean
+
+
 def rank_key(result) -> tuple:
     """Sort key, best first: pass, then inconclusive within tolerance, inconclusive outside it, fail;
-    then the judge's score (higher is better)."""
+    then the judge's score (higher is better), then ``margin``."""
     if result.verdict == "pass":
         tier = 0
     elif result.verdict == "inconclusive":
         tier = 1 if meets_tolerance(result) else 2
     else:
         tier = 3
-    score = float(result.score)
-    return (tier, -score if score == score else float("inf"))
+    score, fine = float(result.score), margin(result)
+    return (tier, -score if score == score else float("inf"), -fine if fine == fine else float("inf"))

@@ -9,7 +9,9 @@ For every quantized layer L (``models.quantized_layers``), on the judging part:
 
 The two disagree on purpose: a layer can be harmless alone yet the one whose float keeping repairs
 the network (errors that compound), or ruinous alone and still not enough to fix (errors spread over
-many layers). The ranking sorts by ``gain_if_float``, then by ``-loss_alone``.
+many layers). The ranking sorts by ``gain_if_float``, then by the same change in the judge's finer
+per-sample measure (``judging.margin``: on a few samples an agreement rate is coarse and ties),
+then by ``-loss_alone``.
 
 Economy: one gated model and one ONNX Runtime session for all 2 x L + 2 variants
 (``models.gated_model``); the FP32 outputs of the judging samples are computed once
@@ -25,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["rank", "layer", "op_type", "gain_if_float", "loss_alone", "score_float_only", "score_quant_only",
-           "verdict_float_only", "culprit", "part"]
+COLUMNS = ["rank", "layer", "op_type", "gain_if_float", "loss_alone", "margin_gain_if_float", "margin_loss_alone",
+           "score_float_only", "score_quant_only", "verdict_float_only", "culprit", "part"]
 
 
 class GatedRunner:
@@ -92,8 +94,8 @@ def measure(runner: GatedRunner, graph, *, culprits=(), progress: bool = False, 
     if bar is not None:
         bar.close()
     frame = pd.DataFrame(rows)
-    frame = frame.sort_values(["gain_if_float", "loss_alone"], ascending=[False, True], kind="stable",
-                              na_position="last").reset_index(drop=True)
+    frame = frame.sort_values(["gain_if_float", "margin_gain_if_float", "loss_alone", "margin_loss_alone"],
+                              ascending=[False, False, True, True], kind="stable", na_position="last").reset_index(drop=True)
     frame.insert(0, "rank", range(1, len(frame) + 1))
     frame["part"] = runner.reference.part
     seconds = time.perf_counter() - started
@@ -104,10 +106,14 @@ def measure(runner: GatedRunner, graph, *, culprits=(), progress: bool = False, 
 
 
 def _row(name, ops, float_only, quant_only, int8, fp32, marked) -> dict:
+    from qbench.search.judging import margin
+
     nan = float("nan")
     return {"layer": name, "op_type": ops.get(name, ""),
             "gain_if_float": float(float_only.score) - float(int8.score) if float_only else nan,
             "loss_alone": float(quant_only.score) - float(fp32.score) if quant_only else nan,
+            "margin_gain_if_float": margin(float_only) - margin(int8) if float_only else nan,
+            "margin_loss_alone": margin(quant_only) - margin(fp32) if quant_only else nan,
             "score_float_only": float(float_only.score) if float_only else nan,
             "score_quant_only": float(quant_only.score) if quant_only else nan,
             "verdict_float_only": float_only.verdict if float_only else "not measured (time budget)",

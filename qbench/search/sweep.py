@@ -108,7 +108,7 @@ def sweep(graph, candidates: dict[str, Ranges], reference, judge, *, histograms=
 
     say = echo or (lambda _m: None)
     candidates = dict(candidates)
-    if len(candidates) > 1:
+    if len(candidates) > 1 and histograms:  # best-of needs the histograms the candidates were read from
         candidates[BEST_OF] = best_of(candidates, histograms)
     results, seconds = {}, {}
     for name, ranges in candidates.items():
