@@ -21,7 +21,9 @@ class Evidence:
     """How the primary metric was measured, so its interval can be drawn.
 
     kind "wilson": successes k of n trials; "paired_drop": discordant counts n10, n01 of n;
-    "ratio": per-sample numerators and denominators (the metric is sum(num)/sum(den));
+    "ratio": per-sample numerators and denominators (the metric is sum(num)/sum(den)); with
+    ``counts`` the interval is the hull of the bootstrap and the Wilson interval of the pooled counts;
+    "interval": the adapter drew the interval itself (``interval``; None: none could be drawn);
     "point": nothing to resample (the value is decided as is)."""
 
     kind: str
@@ -32,6 +34,8 @@ class Evidence:
     num: tuple = ()
     den: tuple = ()
     unit: str = "samples"
+    interval: tuple | None = None  # kind "interval": drawn by the adapter (e.g. a bootstrap of mAP)
+    counts: bool = False           # kind "ratio": num/den are success/trial counts (a pooled share)
 
 
 @dataclass
@@ -93,7 +97,21 @@ def _interval(ev: Evidence) -> tuple | None:
     if ev.kind == "paired_drop":
         return intervals.paired_drop(ev.n10, ev.n01, ev.n) if ev.n >= 2 else None
     if ev.kind == "ratio":
-        return intervals.bootstrap_ratio(ev.num, ev.den)
+        boot = intervals.bootstrap_ratio(ev.num, ev.den)
+        if not ev.counts:
+            return boot
+        # a pooled share of counted trials (matched detections, equal characters): the Wilson
+        # interval of the pooled counts keeps the interval from collapsing to a point when every
+        # sample agrees exactly — the bootstrap alone would call 3 perfect lines proof of 0 % CER —
+        # and the bootstrap adds the spread between samples that the pooled count ignores
+        trials = float(sum(ev.den))
+        if trials <= 0:
+            return boot
+        share = min(max(float(sum(ev.num)), 0.0), trials)
+        wil = intervals.wilson(share, trials)
+        return wil if boot is None else (min(wil[0], boot[0]), max(wil[1], boot[1]))
+    if ev.kind == "interval":
+        return ev.interval
     return None
 
 
