@@ -31,7 +31,7 @@ class RunConfig:
     ranges: Path | None = None  # reuse a calibration cache / ranges JSON instead of calibrating
     calib_limit: int | None = None
     compare_limit: int | None = None
-    batch_size: int = 1
+    batch_size: int | None = None  # None: the largest calibration batch that fits memory (qbench.calibrate)
     keep_float: tuple[str, ...] = ()
     # the INT8 search (qbench.search): calibrator sweep judged on held-out data, then, when no
     # calibrator passes, sensitivity + the smallest set of layers kept in float ("int8-mixed");
@@ -85,12 +85,14 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         check = ranges.check_against(graph, source=str(cfg.ranges))
         check.raise_for_errors()  # refuses foreign, corrupt or absurd ranges
         echo(f"qbench: using ranges from {cfg.ranges} ({len(ranges)} tensors)")
-        for warning in check.warnings:
+        for warning in check.warnings + ranges.provenance_warnings(graph, source=str(cfg.ranges)):
             echo(f"qbench: warning: {warning}")
     else:
         ranges = calibrate(graph, dataset, method=cfg.method, batch_size=cfg.batch_size, limit=cfg.calib_limit,
                            progress=cfg.progress)
         echo(f"qbench: calibrated {len(ranges)} ranges ({cfg.method}) in {time.perf_counter() - started:.1f} s")
+        for note in ranges.notes:
+            echo(f"qbench: warning: {note}")
     ranges.write_trt_cache(out / "calibration.cache")
     ranges.write_json(out / "ranges.json")
 
@@ -119,6 +121,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     meta = {
         "model": str(cfg.model), "model_digest": graph.digest, "data": str(cfg.data), "samples": len(dataset),
         "calibration_method": ranges.method or cfg.method, "qbench_version": __version__,
+        **({"calibration_warning": " | ".join(ranges.notes)} if ranges.notes else {}),
         "elapsed_s": round(time.perf_counter() - started, 2), "backend": "onnxruntime-cpu (simulation)",
     }
     report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras)

@@ -51,6 +51,8 @@ class Ranges:
     header: str = DEFAULT_TRT_HEADER
     model: str = ""  # digest of the model the ranges were computed on, when known
     final_newline: bool = True  # TensorRT ends every line with one; kept so a re-write is byte-identical
+    provenance: dict | None = None  # how the ranges were made (qbench.calibrate.provenance); None: unknown
+    notes: list[str] = field(default_factory=list)  # warnings about the calibration, for console and report
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
@@ -69,7 +71,7 @@ class Ranges:
         entries = dict(self.entries)
         old = entries.get(name, TensorRange(name, amax))
         entries[name] = TensorRange(**{**asdict(old), "amax": float(amax), "method": "override"})
-        return Ranges(entries, self.method, self.header, self.model, self.final_newline)
+        return Ranges(entries, self.method, self.header, self.model, self.final_newline, self.provenance, list(self.notes))
 
     # -- TensorRT calibration cache -------------------------------------------------------------
     def to_trt_cache(self) -> bytes:
@@ -79,7 +81,16 @@ class Ranges:
         return ("\n".join(lines) + ("\n" if self.final_newline else "")).encode("ascii")
 
     def write_trt_cache(self, path: str | Path) -> Path:
-        return atomic.write_bytes(path, self.to_trt_cache())
+        """The cache, and next to it its provenance sidecar (``<cache>.provenance.json``)."""
+        from qbench.calibrate.provenance import sidecar_path
+
+        written = atomic.write_bytes(path, self.to_trt_cache())
+        sidecar = {"format": "qbench-provenance/1", "header": self.header, "method": self.method,
+                   "model_digest": self.model or None, "tensors": len(self.entries),
+                   **(self.provenance or {"note": "made from ranges without provenance (e.g. converted)"}),
+                   "notes": list(self.notes)}
+        atomic.write_text(sidecar_path(written), json.dumps(sidecar, indent=1, default=str))
+        return written
 
     @classmethod
     def from_trt_cache(cls, data: bytes, source: str = "cache") -> "Ranges":
@@ -121,17 +132,34 @@ class Ranges:
 
     @classmethod
     def read_trt_cache(cls, path: str | Path, graph=None) -> "Ranges":
-        """Read a TensorRT cache; with ``graph``, also check it against that model (see ``check_against``)
-        and raise ``QbenchError`` if it does not fit."""
+        """Read a TensorRT cache (and its provenance sidecar, if any); with ``graph``, also check it
+        against that model (see ``check_against``) and raise ``QbenchError`` if it does not fit."""
         p = Path(path)
         if not p.exists():
             raise QbenchError(f"calibration cache not found: {p}")
         if p.is_dir():
             raise QbenchError(f"expected a calibration cache file, got a folder: {p}")
         ranges = cls.from_trt_cache(p.read_bytes(), source=str(p))
+        ranges._attach_sidecar(p)
         if graph is not None:
             ranges.check_against(graph, source=str(p)).raise_for_errors()
         return ranges
+
+    def _attach_sidecar(self, path: Path) -> None:
+        from qbench.calibrate.provenance import read_sidecar
+
+        self.provenance = read_sidecar(path)
+        if self.provenance and not self.model:
+            self.model = self.provenance.get("model_digest") or ""
+
+    def provenance_warnings(self, graph=None, data_digest: str | None = None, trt_version=None,
+                            source: str = "ranges") -> list[str]:
+        """Warnings for using these ranges on ``graph`` with data of ``data_digest`` and TensorRT
+        ``trt_version``: another model, other data, another TensorRT major version, or no sidecar."""
+        from qbench.calibrate.provenance import provenance_warnings
+
+        return provenance_warnings(self.provenance, self.header, model_digest=graph.digest if graph is not None else None,
+                                   data=data_digest, trt_version=trt_version, source=source)
 
     # -- JSON -------------------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -141,6 +169,8 @@ class Ranges:
                 "method": self.method,
                 "header": self.header,
                 "model": self.model,
+                "provenance": self.provenance,
+                "notes": self.notes,
                 "tensors": [_finite_dict(asdict(e)) for e in self.entries.values()],
             },
             indent=1,
@@ -163,7 +193,11 @@ class Ranges:
                     raise ValueError(f"tensor {t['name']!r} has amax {t['amax']!r}, not a number")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise QbenchError(f"{source}: not a qbench ranges file ({exc})") from None
-        return cls(entries, doc.get("method", ""), doc.get("header", DEFAULT_TRT_HEADER), doc.get("model", ""))
+        provenance = doc.get("provenance")
+        notes = doc.get("notes") or []
+        return cls(entries, doc.get("method", ""), doc.get("header", DEFAULT_TRT_HEADER), doc.get("model", ""),
+                   provenance=provenance if isinstance(provenance, dict) else None,
+                   notes=[str(n) for n in notes] if isinstance(notes, list) else [])
 
     @classmethod
     def read(cls, path: str | Path, graph=None) -> "Ranges":
@@ -179,6 +213,7 @@ class Ranges:
             ranges = cls.from_json(data.decode("utf-8", "replace"), source=str(p))
         else:
             ranges = cls.from_trt_cache(data, source=str(p))
+            ranges._attach_sidecar(p)
         if graph is not None:
             ranges.check_against(graph, source=str(p)).raise_for_errors()
         return ranges

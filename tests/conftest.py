@@ -59,3 +59,13 @@ def small_dataset(graph, small_data_dir):
     from qbench.data import load_dataset
 
     return load_dataset(small_data_dir, graph.inputs)
+
+
+@pytest.fixture(scope="session")
+def entropy_oracle(tmp_path_factory):
+    """modelopt's ``_compute_amax_entropy``, fetched from its wheel at test time (tests/oracle.py)."""
+    from oracle import fetch_wheel, load_function
+
+    function, wheel = load_function(fetch_wheel(tmp_path_factory.getbasetemp() / "oracle_wheel"))
+    print(f"entropy oracle: {wheel}")
+    return function

@@ -1,5 +1,5 @@
-"""Calibration engine on the real model and images: faithfulness to NVIDIA's entropy reproduction,
-streaming histograms, every method, several inputs, and the CLI."""
+"""Calibration engine on the real model and images: faithfulness to NVIDIA's entropy reproduction
+(fetched from its wheel at test time), streaming histograms, every method, several inputs, the CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from qbench.calibrate import (HistogramCollector, TensorHistogram, calibrate, ca
 from qbench.cli import main
 from qbench.ranges import Ranges
 from qbench.runners.ort import OrtRunner
-from reference.modelopt_histogram import _compute_amax_entropy
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +27,15 @@ def entropy_ranges(graph, small_data_dir):
     return calibrate(graph, small_data_dir, method="entropy", batch_size=2, progress=False)
 
 
-def _histogram(activations, name, num_bins):
-    hist = TensorHistogram(name, num_bins=num_bins)
+def _histogram(activations, name, num_bins, growth="append"):
+    hist = TensorHistogram(name, num_bins=num_bins, growth=growth)
     for acts in activations:
         hist.update(acts[name])
     return hist
 
 
-def test_entropy_threshold_agrees_with_nvidia_reproduction(graph, activations):
+def test_entropy_threshold_agrees_with_nvidia_reproduction(graph, activations, entropy_oracle):
+    _compute_amax_entropy = entropy_oracle
     # tensors of different kinds: the input, a clipped activation (zero spike), a conv output, the
     # sigmoid output; histograms built by streaming 4 images (so some have grown past their first range)
     names = ["x", "p2o.Clip.1", graph.float_tensors[0].name, graph.output_names[0]]
@@ -50,7 +50,7 @@ def test_entropy_threshold_agrees_with_nvidia_reproduction(graph, activations):
     # synthetic shapes too: heavy tail with far outliers, and half exact zeros
     rng = np.random.default_rng(3)
     for x in (np.concatenate([rng.laplace(size=50_000), [60.0, -75.0]]), np.where(rng.random(50_000) < 0.5, 0, rng.normal(size=50_000))):
-        hist = TensorHistogram("synthetic", num_bins=500)
+        hist = TensorHistogram("synthetic", num_bins=500, growth="append")
         hist.update(x.astype(np.float32))
         ref = float(_compute_amax_entropy(hist.counts.copy(), hist.edges, 8, False, 1, 128))
         assert abs(entropy_amax(hist.counts, hist.edges) - ref) <= hist.width * (1 + 1e-9)
@@ -69,7 +69,7 @@ def test_streaming_histogram_is_exact_and_grows_with_same_width():
     rng = np.random.default_rng(1)
     first = rng.normal(size=10_000).astype(np.float32)
     second = (rng.normal(size=10_000) * 10).astype(np.float32)
-    hist = TensorHistogram("t", num_bins=2048, max_bins=1 << 20)
+    hist = TensorHistogram("t", num_bins=2048, max_bins=1 << 20, growth="append")
     hist.update(first)
     width = hist.width
     assert width == pytest.approx(np.abs(first).max() / 2048)
@@ -87,8 +87,8 @@ def test_bin_cap_merges_pairs_exactly():
     rng = np.random.default_rng(2)
     first = rng.random(5000).astype(np.float32)
     big = (rng.random(5000) * 20).astype(np.float32)
-    capped = TensorHistogram("t", num_bins=256, max_bins=1024)
-    free = TensorHistogram("t", num_bins=256, max_bins=1 << 20)
+    capped = TensorHistogram("t", num_bins=256, max_bins=1024, growth="append")
+    free = TensorHistogram("t", num_bins=256, max_bins=1 << 20, growth="append")
     for h in (capped, free):
         h.update(first)
         h.update(big)
@@ -107,7 +107,9 @@ def test_calibrate_entropy_covers_every_float_tensor(graph, entropy_ranges, acti
         true_max = max(float(np.abs(a[name]).max()) for a in activations)
         assert entry.samples == 4
         assert entry.summary["absmax"] == pytest.approx(true_max, rel=1e-6)
-        assert 0 <= entry.amax <= true_max * (1 + 1e-6) + entry.summary["bin_width"]
+        # TensorRT's search runs over the whole (doubled) histogram, so it may pick a threshold past the maximum
+        assert 0 <= entry.amax <= entry.summary["histogram_range"] * (1 + 1e-9)
+        assert entry.amax >= entry.summary["histogram_range"] / 16 * (1 - 1e-9) or entry.summary["histogram_range"] == 0
     clipped = sum(e.amax < 0.99 * e.summary["absmax"] for e in entropy_ranges.entries.values())
     assert clipped > len(entropy_ranges) // 4  # entropy clips the tails of many tensors
 
@@ -203,7 +205,8 @@ def test_nan_and_inf_are_counted_and_left_out_of_the_histogram():
     dirty[1][16_384:32_768] = np.where(np.arange(16_384) % 2, np.inf, np.nan)
     dirty[1][[40_000, 50_000]] = [-np.inf, np.nan]
     clean = [b[np.isfinite(b)] for b in dirty]
-    want, got = TensorHistogram("clean", num_bins=512), TensorHistogram("dirty", num_bins=512)
+    want, got = (TensorHistogram("clean", num_bins=512, growth="append"),
+                 TensorHistogram("dirty", num_bins=512, growth="append"))
     for c, d in zip(clean, dirty):
         want.update(c)
         got.update(d)

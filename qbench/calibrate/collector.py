@@ -11,7 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
-from qbench.calibrate.histogram import MAX_BINS, NUM_BINS, TensorHistogram
+from qbench.calibrate.histogram import GROWTH, MAX_BINS, NUM_BINS, TensorHistogram
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.runners import OrtRunner
@@ -26,10 +26,12 @@ class HistogramCollector:
     """Accumulates one ``TensorHistogram`` per tensor from ``{name: array}`` batches."""
 
     def __init__(self, names: Iterable[str], num_bins: int = NUM_BINS, max_bins: int = MAX_BINS,
-                 threads: int | None = None):
+                 threads: int | None = None, growth: str = "double"):
         if num_bins < 2:
             raise QbenchError(f"a histogram needs at least 2 bins, not {num_bins}")
-        self.histograms = {n: TensorHistogram(n, num_bins, max(max_bins, num_bins)) for n in names}
+        if growth not in GROWTH:
+            raise QbenchError(f"unknown histogram growth {growth!r}; choose one of {', '.join(GROWTH)}")
+        self.histograms = {n: TensorHistogram(n, num_bins, max(max_bins, num_bins), growth) for n in names}
         self.samples = 0
         self.batches = 0
         # numba kernels release the GIL: tensors are folded in parallel threads
@@ -56,12 +58,12 @@ class HistogramCollector:
 
 def collect(graph: ModelGraph, batches: Iterable[dict[str, np.ndarray]], *, num_bins: int = NUM_BINS,
             max_bins: int = MAX_BINS, threads: int | None = None, progress: bool = True,
-            total: int | None = None) -> HistogramCollector:
+            total: int | None = None, growth: str = "double") -> HistogramCollector:
     """One ONNX Runtime pass over ``batches``; returns the filled collector."""
     names = calibration_tensors(graph)
+    collector = HistogramCollector(names, num_bins, max_bins, threads, growth)
     # no spin-waiting in ORT's pool (OrtRunner's default): the histogram threads need those cores
-    runner = OrtRunner(graph, name="calibration", capture="all")
-    collector = HistogramCollector(names, num_bins, max_bins, threads)
+    runner = calibration_runner(graph)
     bar = _progress(total, progress)
     pending: list[Future] = []
     try:
@@ -87,6 +89,25 @@ def collect(graph: ModelGraph, batches: Iterable[dict[str, np.ndarray]], *, num_
     if collector.samples == 0:
         raise QbenchError("no calibration samples: the data folder yielded no batches")
     return collector
+
+
+def calibration_runner(graph: ModelGraph) -> OrtRunner:
+    """The session calibration runs: every float activation exposed (the benchmark times it alone)."""
+    return OrtRunner(graph, name="calibration", capture="all")
+
+
+def late_reallocations(histograms: dict[str, TensorHistogram], batches: int) -> dict[str, list[int]]:
+    """Tensors whose histogram range grew in the last quarter of ``batches`` (TensorRT's guide warns
+    that such a tensor ends with most of its data in the lower bins): name -> those batch numbers."""
+    if batches < 4:
+        return {}  # with so few batches every batch is a large share of the data
+    first_late = batches - max(1, batches // 4) + 1  # 1-based: the first batch of the last quarter
+    late = {}
+    for name, hist in histograms.items():
+        hits = [b for b in hist.reallocations if b >= first_late]
+        if hits:
+            late[name] = hits
+    return late
 
 
 def _batch_size(feed: dict[str, np.ndarray]) -> int:

@@ -1,8 +1,16 @@
 """TensorRT's EntropyCalibration2 threshold search: the amax whose 8-bit quantization of the histogram
 loses the least information (KL divergence), as NVIDIA reproduces it in modelopt's
-``_compute_amax_entropy`` (tests/reference/ holds a verbatim copy, and a test checks agreement).
+``_compute_amax_entropy`` (tests/test_entropy_oracle.py fetches that function from the published
+``nvidia-modelopt`` wheel at test time and checks agreement).
 
-Same definitions as that reproduction: bin 0 takes bin 1's count (so a spike of exact zeros, e.g.
+Two published descriptions differ in details (``variant``; docs/CALIBRATION.md cites both):
+
+- ``"modelopt"`` (default): NVIDIA's PyTorch reproduction, the later and executable statement.
+- ``"gtc"``: the pseudocode of Migacz, "8-bit Inference with TensorRT" (GTC 2017): candidates
+  ``range(128, 2048)`` (the last bin count is not a candidate), no special zero bin, the first
+  minimum wins and the threshold is the middle of the chosen bin, ``(m + 0.5) * width``.
+
+Definitions of the default variant (same as the reproduction): bin 0 takes bin 1's count (so a spike of exact zeros, e.g.
 after ReLU, does not dominate); for every candidate ``i`` from ``start_bin`` to the last bin the
 reference P is ``bins[:i]`` with the clipped tail added to its last bin, and Q spreads each of the
 128 quantization levels' mass evenly over that level's non-empty bins (levels split ``[0, i)`` at
@@ -91,23 +99,35 @@ def _divergences(bins, levels, start, stride):
     return out
 
 
+VARIANTS = ("modelopt", "gtc")
+
+
 def entropy_divergences(hist: np.ndarray, num_bits: int = 8, unsigned: bool = False, stride: int = 1,
-                        start_bin: int = 128) -> np.ndarray:
-    """KL divergence for every candidate bin count ``start_bin, start_bin+stride, ..., len(hist)``."""
+                        start_bin: int = 128, zero_bin: str = "copy") -> np.ndarray:
+    """KL divergence for every candidate bin count ``start_bin, start_bin+stride, ..., len(hist)``.
+    ``zero_bin="copy"``: bin 0 takes bin 1's count (modelopt); ``"keep"``: as collected (GTC)."""
     bins = np.array(hist, dtype=np.float64)
-    if len(bins) > 1:
+    if len(bins) > 1 and zero_bin == "copy":
         bins[0] = bins[1]
     levels = 1 << (num_bits - 1 + int(unsigned))
     return _divergences(bins, levels, int(start_bin), int(stride))
 
 
 def entropy_amax(hist: np.ndarray, edges: np.ndarray, num_bits: int = 8, unsigned: bool = False, stride: int = 1,
-                 start_bin: int = 128) -> float:
-    """The amax minimising KL divergence (TensorRT EntropyCalibration2 / modelopt semantics)."""
+                 start_bin: int = 128, variant: str = "modelopt") -> float:
+    """The amax minimising KL divergence (TensorRT EntropyCalibration2); ``variant`` as above."""
+    if variant not in VARIANTS:
+        raise ValueError(f"entropy variant must be one of {VARIANTS}, not {variant!r}")
     hist = np.asarray(hist)
     if hist.sum() == 0:
         return 0.0
     start = min(int(start_bin), len(hist))  # a histogram narrower than start_bin keeps its full range
+    if variant == "gtc":
+        divergences = entropy_divergences(hist, num_bits, unsigned, stride, start, zero_bin="keep")
+        if len(hist) > start:
+            divergences = divergences[:-1] if (len(hist) - start) % stride == 0 else divergences
+        m = int(np.argmin(divergences)) * stride + start
+        return float((m + 0.5) * (edges[1] - edges[0]))
     divergences = entropy_divergences(hist, num_bits, unsigned, stride, start)
     last_argmin = len(divergences) - 1 - int(np.argmin(divergences[::-1]))
     return float(edges[last_argmin * stride + start])

@@ -1,13 +1,21 @@
 """Streaming histograms of absolute activation values, folded one batch at a time.
 
-Faithful to NVIDIA's reproduction of TensorRT's histogram collection (modelopt's
-``HistogramCalibrator.collect``, torch branch): the first batch fixes the bin width at
-``max|x| / num_bins`` over [0, max]; a later batch that exceeds the range appends bins of the same
-width until its maximum is covered (``ceil(max / width)`` bins). Two deviations, both documented:
-the bin count is bounded (past ``max_bins`` neighbouring pairs are merged, which is exact for the
-coarser bins because the width doubles and every old edge is a new edge), and a tensor that is all
-zeros in its first batch waits for the first non-zero batch to fix its width (modelopt would divide
-by zero).
+Two ways to grow when a batch holds a value past the current range (``growth``):
+
+- ``"double"`` (default, TensorRT's documented rule): the histogram always has ``num_bins`` (2048)
+  bins; the first batch sets the range to [0, max|x| of that batch]; a later batch past the range
+  doubles it, merging neighbouring bins in pairs (exact: every coarse edge is an old edge), as many
+  times as needed. TensorRT's developer guide ("INT8 Calibration Using C++") describes this, and
+  warns that a doubling late in calibration leaves half the bins nearly empty.
+- ``"append"``: NVIDIA's PyTorch reproduction (modelopt's ``HistogramCalibrator.collect``) keeps the
+  bin width and appends bins of the same width until the batch's maximum is covered; qbench bounds
+  the count at ``max_bins`` by merging pairs. Kept as an option: it lets the entropy search reach
+  thresholds at 128/8192 = 1/64 of the range, below TensorRT's 1/16 floor.
+
+Either way a tensor that is all zeros in its first batch waits for the first non-zero batch to fix
+its range (TensorRT's rule for such tensors is not documented; modelopt would divide by zero), and
+each batch's exact max |x| is kept (the Legacy calibrator's per-batch maxima, the late-reallocation
+warning).
 
 The per-element work runs in numba kernels that release the GIL, so several tensors are folded in
 parallel threads, and while ONNX Runtime computes the next batch. Each chunk is scanned and then binned
@@ -26,7 +34,8 @@ import numpy as np
 from qbench.float_bits import INF, float_stats, scan_bits, stats_careful, unkey
 
 NUM_BINS = 2048  # TensorRT / modelopt default
-MAX_BINS = 8192  # merge pairs past this: bounds memory and the O(bins * 128) entropy search
+MAX_BINS = 8192  # "append" growth: merge pairs past this (bounds memory and the entropy search)
+GROWTH = ("double", "append")
 _CHUNK = 16384  # elements binned right after their max is known, while still in L1/L2
 
 
@@ -160,11 +169,16 @@ def percentile_edge(counts: np.ndarray, edges: np.ndarray, percentile: float) ->
 
 @dataclass
 class TensorHistogram:
-    """Histogram of |x| for one tensor over every batch seen so far, plus exact min/max/zero counts."""
+    """Histogram of |x| for one tensor over every batch seen so far, plus exact min/max/zero counts.
+
+    ``growth``: ``"double"`` (TensorRT) or ``"append"`` (modelopt), see the module docstring.
+    ``reallocations``: the batch numbers (1-based) at which a ``"double"`` histogram's range grew.
+    ``batch_max``: max |x| of each batch (finite values; 0 for a batch without one)."""
 
     name: str
     num_bins: int = NUM_BINS
     max_bins: int = MAX_BINS
+    growth: str = "double"
     counts: np.ndarray | None = None  # int64, bin k covers [k*width, (k+1)*width)
     width: float = 0.0
     minimum: float = math.inf
@@ -176,6 +190,12 @@ class TensorHistogram:
     batches: int = 0
     samples: int = 0
     merges: int = field(default=0)
+    reallocations: list = field(default_factory=list)
+    batch_max: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.growth not in GROWTH:
+            raise ValueError(f"histogram growth must be one of {GROWTH}, not {self.growth!r}")
 
     @property
     def amax(self) -> float:
@@ -187,6 +207,11 @@ class TensorHistogram:
     @property
     def edges(self) -> np.ndarray:
         return np.arange(len(self.counts) + 1, dtype=np.float64) * self.width
+
+    @property
+    def range(self) -> float:
+        """The upper end of the histogram (bins x width): what TensorRT's range doubling acts on."""
+        return 0.0 if self.counts is None else len(self.counts) * self.width
 
     def update(self, values: np.ndarray, samples: int = 1) -> None:
         x = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
@@ -200,36 +225,51 @@ class TensorHistogram:
             if top == 0.0:
                 self.pending_zeros += finite
                 return
-            # the first non-zero batch fixes the width, as modelopt's first collect() does
+            # the first non-zero batch fixes the range: [0, its max|x|] in num_bins bins
             self.width = float(np.float32(top)) / self.num_bins
             counts = np.zeros(self.num_bins, dtype=np.int64)
-            counts, self.width, merges, *_ = _fold_split(x, counts, self.width, self._fold_bins)
+            # num_bins + 1: float rounding may put the maximum just past the last edge
+            counts, self.width, merges, *_ = _fold_split(x, counts, self.width, self._fold_bins(first=True))
             self.merges += merges
             counts[0] += self.pending_zeros
             self.pending_zeros = 0
             self.counts = counts
         else:
-            counts, self.width, merges, lo, hi, zeros, nonfinite = _fold_split(x, self.counts, self.width, self._fold_bins)
+            before = len(self.counts)
+            counts, self.width, merges, lo, hi, zeros, nonfinite = _fold_split(x, self.counts, self.width, self._fold_bins())
             self.counts = counts
             self.merges += merges
+            if merges or len(counts) != before:  # the range grew (doubled, or bins appended)
+                self.reallocations.append(self.batches)
             self._note(lo, hi, zeros, nonfinite, x.size - nonfinite)
         self._bound()
 
-    @property
-    def _fold_bins(self) -> int:
+    def _fold_bins(self, first: bool = False) -> int:
+        if self.growth == "double":
+            # the kernel merges pairs until num_bins cover the batch, then _bound pads back to num_bins
+            return self.num_bins + 1 if first else self.num_bins
         # a first batch may need num_bins (+1 for rounding) even when max_bins is smaller; _bound
-        # merges those down afterwards, as it always did
+        # merges those down afterwards
         return max(self.max_bins, self.num_bins + 1)
 
     def _note(self, lo, hi, zeros, nonfinite, finite) -> None:
         if finite:
             self.minimum = min(self.minimum, float(lo))
             self.maximum = max(self.maximum, float(hi))
+        self.batch_max.append(float(max(abs(lo), abs(hi))) if finite else 0.0)
         self.zeros += int(zeros)
         self.nonfinite += int(nonfinite)
         self.total += int(finite)
 
     def _bound(self) -> None:
+        if self.growth == "double":
+            n = len(self.counts)
+            if n > self.num_bins:  # only the first batch's rounding: its maximum joins the last bin
+                self.counts[self.num_bins - 1] += self.counts[self.num_bins:].sum()
+                self.counts = self.counts[: self.num_bins].copy()
+            elif n < self.num_bins:  # after merging pairs, the range is doubled: pad the empty upper half
+                self.counts = np.concatenate([self.counts, np.zeros(self.num_bins - n, dtype=np.int64)])
+            return
         while len(self.counts) > self.max_bins:
             c = self.counts
             if len(c) % 2:
@@ -261,4 +301,6 @@ class TensorHistogram:
             "p99_99": self.percentile(99.99),
             "bins": 0 if self.counts is None else int(len(self.counts)),
             "bin_width": self.width,
+            "histogram_range": self.range,
+            "reallocations": list(self.reallocations),
         }

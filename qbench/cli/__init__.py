@@ -16,7 +16,7 @@ from qbench import __version__
 from qbench.errors import QbenchError
 
 # One module per subcommand group; each defines COMMANDS, a list of click commands.
-_COMMAND_MODULES = ("run", "calibrate", "simulate", "compare", "trt")
+_COMMAND_MODULES = ("run", "calibrate", "check_ranges", "simulate", "compare", "trt")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qbench.atomic import check_output_dir
-
+from qbench.calibrate.methods import METHODS
 from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
 
 
@@ -15,18 +15,31 @@ from qbench.defaults import DEFAULT_DATA, DEFAULT_MODEL
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_MODEL)
 @click.option("--data", "data", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=True,
               help="Calibration data folder (images + manifest.json, or .npy/.npz files).")
-@click.option("--method", type=click.Choice(["entropy", "minmax", "percentile"]), default="entropy", show_default=True,
-              help="entropy = TensorRT EntropyCalibration2; minmax = max |x|; percentile = --percentile of |x|.")
+@click.option("--method", type=click.Choice(METHODS), default="entropy", show_default=True,
+              help="entropy = TensorRT EntropyCalibration2; minmax = MinMaxCalibration (max |x|); legacy = "
+                   "LegacyCalibration (--quantile, --regression-cutoff); percentile = --percentile of |x|; "
+                   "mse = amax minimising the squared quantization error.")
 @click.option("--percentile", type=float, default=99.99, show_default=True, help="For --method percentile.")
-@click.option("--batch-size", type=int, default=1, show_default=True, help="Samples per calibration batch.")
-@click.option("--limit", type=int, default=None, help="Use at most this many samples.")
+@click.option("--quantile", type=float, default=0.5, show_default=True, help="For --method legacy (Polygraphy's default).")
+@click.option("--regression-cutoff", type=float, default=0.5, show_default=True, help="For --method legacy.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="TensorRT calibration batch size [the largest that fits --memory-budget].")
+@click.option("--memory-budget", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="MiB of activations the automatic batch size may hold.")
+@click.option("--histogram", "growth", type=click.Choice(["double", "append"]), default="double", show_default=True,
+              help="double = TensorRT's 2048 bins, range doubled when exceeded; append = bins of the same width "
+                   "appended (NVIDIA's PyTorch reproduction).")
+@click.option("--entropy-variant", type=click.Choice(["modelopt", "gtc"]), default="modelopt", show_default=True,
+              help="Threshold convention of the entropy search (docs/CALIBRATION.md).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many samples.")
 @click.option("--cache", "cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a TensorRT calibration cache here.")
+              help="Write a TensorRT calibration cache here (and its provenance sidecar <cache>.provenance.json).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the ranges table (with histogram summaries) as JSON here.")
 @click.option("--trt-version", default=None, help="NV_TENSORRT_VERSION for the cache header, e.g. 8601 or 100300.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def calibrate_command(model, data, method, percentile, batch_size, limit, cache, json_path, trt_version, quiet):
+def calibrate_command(model, data, method, percentile, quantile, regression_cutoff, batch_size, memory_budget, growth,
+                      entropy_variant, limit, cache, json_path, trt_version, quiet):
     """Compute per-tensor INT8 ranges of MODEL from calibration data, the way TensorRT does."""
     from qbench.calibrate import calibrate
     from qbench.ranges import DEFAULT_TRT_VERSION
@@ -39,28 +52,18 @@ def calibrate_command(model, data, method, percentile, batch_size, limit, cache,
         if target is not None:
             check_output_dir(target.parent)  # refuse an unusable destination before the calibration pass
     ranges = calibrate(model, data, method=method, batch_size=batch_size, limit=limit, percentile=percentile,
-                       progress=not quiet, trt_version=trt_version or DEFAULT_TRT_VERSION)
-    samples = max((e.samples for e in ranges.entries.values()), default=0)
-    click.echo(f"calibrated {len(ranges)} tensors of {Path(model).name} on {samples} samples ({ranges.method})")
+                       quantile=quantile, regression_cutoff=regression_cutoff, growth=growth,
+                       entropy_variant=entropy_variant, memory_budget=memory_budget << 20, progress=not quiet,
+                       trt_version=trt_version or DEFAULT_TRT_VERSION)
+    prov = ranges.provenance or {}
+    click.echo(f"calibrated {len(ranges)} tensors of {Path(model).name} on {prov.get('samples', '?')} samples in "
+               f"{prov.get('batches', '?')} batch(es) of {prov.get('batch_size', '?')} ({ranges.method}, {ranges.header})")
+    for note in ranges.notes:
+        click.echo(f"warning: {note}", err=True)
     if cache is not None:
         click.echo(f"wrote {ranges.write_trt_cache(cache)}")
     if json_path is not None:
         click.echo(f"wrote {ranges.write_json(json_path)}")
 
 
-@click.command("check-ranges")
-@click.argument("ranges_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_MODEL, show_default=True)
-def check_ranges_command(ranges_file, model):
-    """Check a TensorRT calibration cache (or qbench ranges JSON) against MODEL."""
-    from qbench.model import ModelGraph
-    from qbench.ranges import Ranges
-
-    graph = ModelGraph.from_path(model)
-    check = Ranges.read(ranges_file).check_against(graph, source=str(ranges_file)).raise_for_errors()
-    click.echo(check.message())
-    for note in check.warnings:
-        click.echo(f"warning: {note}")
-
-
-COMMANDS = [calibrate_command, check_ranges_command]
+COMMANDS = [calibrate_command]

@@ -8,7 +8,9 @@ import click
 
 from qbench.pipeline import PRECISIONS, RunConfig, run_pipeline
 
-_METHODS = click.Choice(["entropy", "minmax", "percentile"])
+from qbench.calibrate.methods import METHODS
+
+_METHODS = click.Choice(METHODS)
 
 
 def _options(func):
@@ -20,7 +22,8 @@ def _options(func):
         click.option("--ranges", type=click.Path(path_type=Path), default=None,
                      help="Reuse a calibration cache (TensorRT text format) or qbench ranges JSON instead of calibrating."),
         click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most N samples."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                     help="Calibration batch size [the largest that fits memory]."),
         click.option("--keep-float", multiple=True, help="Tensor or node name to keep in FP32; repeatable."),
         click.option("--fallback/--no-fallback", default=True, show_default=True,
                      help="When no calibrator passes, rank layer sensitivity and search the smallest set of layers "

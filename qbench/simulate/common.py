@@ -34,6 +34,9 @@ class SimulatedModel:
     kept_nodes: list[str] = field(default_factory=list)
     source: str = "model"
     overflowed_weights: list[str] = field(default_factory=list)  # FP16: weights that became inf
+    placement: str = ""  # INT8: "likely", "worst" or "as-built" (qbench.simulate.placement / asbuilt)
+    shared_scale: dict = field(default_factory=dict)  # INT8: Concat input -> the Concat whose scale it takes
+    fused: dict = field(default_factory=dict)  # INT8: tensor internal to a fused layer -> that layer's name
 
     def graph(self, name: str | None = None) -> ModelGraph:
         return ModelGraph(self.model, name=name or f"{self.source}-{self.precision}")

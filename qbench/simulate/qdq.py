@@ -51,8 +51,11 @@ def quantize_weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.nda
     return codes, scale
 
 
-def build_int8_model(graph, ranges: Ranges, keep_float=()) -> SimulatedModel:
+def build_int8_model(graph, ranges: Ranges, keep_float=(), placement: str = "likely") -> SimulatedModel:
     """Insert Q/DQ the way TensorRT runs INT8 layers (see ``placement``) into a copy of ``graph``.
+
+    ``placement``: ``"likely"`` (TensorRT's usual choices) or ``"worst"`` (every tensor TensorRT could
+    store in INT8); see ``qbench.simulate.placement``. A Concat's inputs get the Concat output's scale.
 
     ``keep_float``: tensor names (no Q/DQ on them) or node names (the node reads float inputs and
     float weights). Every activation that needs a range must have one in ``ranges``: a missing
@@ -63,8 +66,8 @@ def build_int8_model(graph, ranges: Ranges, keep_float=()) -> SimulatedModel:
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.model.graph.node):
         raise QbenchError(f"{graph.name} already holds Q/DQ nodes; simulate INT8 from the float model")
     keep_tensors, keep_nodes = resolve_keep_float(graph, keep_float)
-    plan = plan_int8(graph, keep_tensors, keep_nodes)
-    missing = [name for name in plan.activations if name not in ranges]
+    plan = plan_int8(graph, keep_tensors, keep_nodes, placement)
+    missing = [plan.range_tensor(name) for name in plan.activations if plan.range_tensor(name) not in ranges]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise QbenchError(f"no INT8 range for tensor {missing[0]!r}{more}: calibrate this model, or keep it in float with --keep-float")
@@ -72,7 +75,7 @@ def build_int8_model(graph, ranges: Ranges, keep_float=()) -> SimulatedModel:
     model = copy_at_opset(graph.model, MIN_QDQ_OPSET)
     rw = Rewriter(model, kept_node_outputs(graph, keep_nodes))
     for name in plan.activations:
-        scale = activation_scale(name, ranges)
+        scale = activation_scale(plan.range_tensor(name), ranges)
         source, target = rw.tap(name)
         scale_name, zp_name = name + naming.SCALE, name + naming.ZERO_POINT
         rw.add_initializer(numpy_helper.from_array(np.array(scale, dtype=np.float32), scale_name))
@@ -103,4 +106,7 @@ def build_int8_model(graph, ranges: Ranges, keep_float=()) -> SimulatedModel:
         kept_float=sorted(keep_tensors),
         kept_nodes=kept_node_names(graph, keep_nodes),
         source=graph.name,
+        placement=placement,
+        shared_scale={name: plan.concat_of[name] for name in plan.scale_from},
+        fused=dict(plan.fused),
     )
