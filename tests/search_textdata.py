@@ -79,3 +79,34 @@ def top1_accuracy(model_path, folder: Path) -> float:
         out = sess.run(None, data.sample(i))[0]
         right += int(np.argmax(out.reshape(-1)) == labels[path.name])
     return right / len(data)
+
+
+RECOGNITION_WORDS = ["Invoice 2024", "total 38.50", "market street", "HELLO world", "station 7", "quantize me",
+                     "Road 17 north", "coffee shop", "exit only", "tensor core", "river bank", "NO PARKING",
+                     "open 9-5 daily", "public library", "price 3.50", "garden gate", "delta 42", "ticket office",
+                     "north wing", "room 101", "bus stop 12", "fresh bread", "lane closed", "platform 3"]
+
+
+def ppocr_line(img: Image.Image, height: int = 48, width: int = 320) -> np.ndarray:
+    """PP-OCR's recognizer preprocessing: resize to ``height`` keeping the aspect ratio (at most
+    ``width``), scale to [-1, 1], pad the right with zeros; [1, 3, height, width] float32."""
+    w = min(width, max(1, int(round(img.width * height / img.height))))
+    arr = np.asarray(img.convert("RGB").resize((w, height), Image.BILINEAR), dtype=np.float32)
+    out = np.zeros((1, 3, height, width), dtype=np.float32)
+    out[0, :, :, :w] = ((arr / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
+    return out
+
+
+def recognition_folder(root: Path, n_lines: int = 24, seed: int = 0) -> dict[str, str]:
+    """``n_lines`` text lines as .npy model inputs for the PP-OCRv4 recognizer (48x320) on crops of
+    the bundled photographs, and labels.json (file name -> the rendered string)."""
+    root.mkdir(parents=True, exist_ok=True)
+    labels = {}
+    for i in range(n_lines):
+        text = RECOGNITION_WORDS[i % len(RECOGNITION_WORDS)]
+        img = text_line(text, seed * 1000 + i, height=48, width=320)
+        name = f"line{i:03d}.npy"
+        np.save(root / name, ppocr_line(img))
+        labels[name] = text
+    (root / "labels.json").write_text(json.dumps(labels, indent=1))
+    return labels

@@ -7,12 +7,12 @@ From the sensitivity ranking (best ``gain_if_float`` first):
    log2(k) + 1 judged runs where one-at-a-time would need k.
 2. **Bisect** between the last failing and the first passing prefix for the shortest passing prefix
    (the ranking is not guaranteed monotone, so every answer is a judged run, never an inference).
+3. **Prune**: try dropping each kept layer, least sensitive first; keep the drop when the set
+   still passes. The result is minimal: no single layer can be removed.
+
 "Passes" here means ``judging.acceptable``: a pass, or an inconclusive verdict whose point estimate
 meets the tolerance (the judge says more samples would settle it; the verdict reported stays
 inconclusive). Without that, a small judging part could never stop the search.
-
-3. **Prune**: try dropping each kept layer, least sensitive first; keep the drop when the set
-   still passes. The result is minimal: no single layer can be removed.
 
 Each judged set is one run of the gated session (``sensitivity.GatedRunner``), so a step costs one
 pass over the judging part. ``max_float`` bounds the set size and ``time_budget_s`` the wall time;

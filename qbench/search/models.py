@@ -17,21 +17,18 @@ activation), a pooling node, a residual Add, or any other reader of a Q/DQ tenso
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 GATE = "qbench_gate::"
+PLACEMENT = "likely"  # TensorRT's usual Q/DQ choices (qbench.simulate.placement)
 
 
 def int8_model(graph, ranges, keep_float=()):
     """The explicit Q/DQ model (``qbench.simulate.build_int8_model``) as an ONNX ModelProto."""
     from qbench.simulate import build_int8_model
 
-    if "placement" in inspect.signature(build_int8_model).parameters:
-        return build_int8_model(graph, ranges, keep_float=keep_float, placement="likely").model
-    return build_int8_model(graph, ranges, keep_float=keep_float).model
+    return build_int8_model(graph, ranges, keep_float=keep_float, placement=PLACEMENT).model
 
 
 def quantized_layers(graph, keep_float=()) -> list[str]:
@@ -41,7 +38,7 @@ def quantized_layers(graph, keep_float=()) -> list[str]:
     from qbench.simulate.placement import plan_int8
 
     keep_tensors, keep_nodes = resolve_keep_float(graph, keep_float)
-    plan = plan_int8(graph, keep_tensors, keep_nodes)
+    plan = plan_int8(graph, keep_tensors, keep_nodes, PLACEMENT)
     quantized = set(plan.activations) | set(plan.weights)
     names = []
     for index, node in enumerate(graph.model.graph.node):
@@ -58,7 +55,7 @@ def gated_model(graph, ranges, keep_float=()):
     from qbench.simulate.qdq import activation_scale, quantize_weight
 
     keep_tensors, keep_nodes = resolve_keep_float(graph, keep_float)
-    plan = plan_int8(graph, keep_tensors, keep_nodes)
+    plan = plan_int8(graph, keep_tensors, keep_nodes, PLACEMENT)
     quantized = set(plan.activations) | set(plan.weights)
     # nodes are found again in the (possibly opset-converted) copy by their outputs
     by_output = {}
@@ -71,7 +68,7 @@ def gated_model(graph, ranges, keep_float=()):
     g = model.graph
     new_nodes, inits = [], []
     for name in plan.activations:
-        scale = np.array(activation_scale(name, ranges), dtype=np.float32)
+        scale = np.array(activation_scale(plan.range_tensor(name), ranges), dtype=np.float32)
         inits += [numpy_helper.from_array(scale, f"{name}::gs"), numpy_helper.from_array(np.array(0, np.int8), f"{name}::gz")]
         new_nodes += [helper.make_node("QuantizeLinear", [name, f"{name}::gs", f"{name}::gz"], [f"{name}::gq"]),
                       helper.make_node("DequantizeLinear", [f"{name}::gq", f"{name}::gs", f"{name}::gz"], [f"{name}::gdq"])]

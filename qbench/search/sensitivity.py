@@ -145,15 +145,18 @@ def chart(sens: Sensitivity, path, top: int = 30):
     from qbench import atomic
 
     frame = sens.frame.head(top).iloc[::-1]
+    # the judge's score where it moves at all; its finer per-sample margin where the score ties
+    coarse = frame["gain_if_float"].abs().max() > 0 or frame["loss_alone"].abs().max() > 0
+    gain, loss = ("gain_if_float", "loss_alone") if coarse else ("margin_gain_if_float", "margin_loss_alone")
     labels = [("★ " if c else "") + str(n)[:40] for n, c in zip(frame["layer"], frame["culprit"])]
     y = np.arange(len(frame))
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(frame) + 1.6))
     colors = ["#c0392b" if c else "#2e86c1" for c in frame["culprit"]]
-    ax.barh(y + 0.2, frame["gain_if_float"].fillna(0), height=0.4, color=colors, label="gain if kept in float")
-    ax.barh(y - 0.2, frame["loss_alone"].fillna(0), height=0.4, color="#999999", label="change when quantized alone")
+    ax.barh(y + 0.2, frame[gain].fillna(0), height=0.4, color=colors, label="gain if kept in float")
+    ax.barh(y - 0.2, frame[loss].fillna(0), height=0.4, color="#999999", label="change when quantized alone")
     ax.set_yticks(y, labels, fontsize=7)
     ax.axvline(0, color="black", linewidth=0.6)
-    ax.set_xlabel(f"task score change ({sens.part})")
+    ax.set_xlabel(f"{'task score' if coarse else 'judge per-sample margin'} change ({sens.part})")
     ax.set_title("Layer sensitivity (★ red: culprit of the diagnosis)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

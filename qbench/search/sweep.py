@@ -54,16 +54,22 @@ class SweepResult:
 
 def calibrate_all(graph, calib_data, methods=None, *, batch_size: int = 1, progress: bool = False):
     """(ranges per method, histograms): every method's ranges from ONE activation pass over
-    ``calib_data`` (a dataset), and the histograms they were read from (for best-of)."""
+    ``calib_data`` (a dataset), read exactly as ``qbench.calibrate.calibrate_many`` reads them, and
+    the histograms themselves (best-of needs the counts, which ``calibrate_many`` does not return).
+    Each Ranges carries provenance: which samples (the calibration part) it was computed on."""
     from qbench.calibrate import METHODS, collect, ranges_from_histograms
 
     methods = tuple(methods or METHODS)
-    n = len(calib_data)
-    collector = collect(graph, calib_data.batches(batch_size), progress=progress, total=n)
+    collector = collect(graph, calib_data.batches(batch_size), progress=progress, total=len(calib_data))
+    summaries = {name: hist.summary() for name, hist in collector.histograms.items() if hist.batches}
+    samples = [str(p.name) for p in calib_data.files]
     out = {}
     for method in methods:
-        ranges = ranges_from_histograms(collector.histograms, method)
+        ranges = ranges_from_histograms(collector.histograms, method, summaries=summaries)
         ranges.model = graph.digest
+        ranges.provenance = {"model": graph.name, "model_digest": graph.digest, "method": ranges.method,
+                             "calibrator": ranges.header.split("-", 2)[-1], "data": str(calib_data.root),
+                             "part": "calibration part (qbench.search holdout)", "samples": samples}
         out[method] = ranges
     return out, collector.histograms
 
