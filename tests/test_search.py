@@ -203,3 +203,44 @@ def test_build_from_refuses_an_incomplete_folder(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("qbench: error: --from") and "missing" in proc.stderr
+
+
+@pytest.mark.slow
+def test_pipeline_runs_the_sweep_and_writes_int8_best(lines, tmp_path):
+    """qbench run's search stage with --no-fallback: the sweep and int8-best, no sensitivity."""
+    from qbench.calibrate import METHODS
+    from qbench.pipeline import RunConfig, run_pipeline
+
+    said = []
+    outcome = run_pipeline(RunConfig(model=CLS, data=lines, out=tmp_path / "rep", precisions=("int8",), task="classify",
+                                     labels=lines / "labels.json", fallback=False, progress=False), echo=said.append)
+    search = outcome.search
+    assert search.sensitivity is None and search.mixed is None
+    assert {f"int8-{m}" for m in METHODS} | {"int8-best-of"} == set(search.rows()["candidate"])
+    assert set(search.rows()["part"]) == {ho.JUDGE}
+    verdict = json.loads((tmp_path / "rep" / "int8-best" / "verdict.json").read_text())
+    assert verdict["calibrator"] == search.sweep.best and verdict["holdout"]["judge"] == list(search.holdout.judge)
+    assert (tmp_path / "rep" / "int8-best" / "calibration.cache.provenance.json").is_file()
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "INT8 per calibrator" in page and "judging part (held out)" in page
+    assert any("no sensitivity, no mixed search" in line for line in said)
+
+
+def test_run_options_are_on_the_command_line():
+    from click.testing import CliRunner
+
+    from qbench.cli.run import run_command
+
+    text = CliRunner().invoke(run_command, ["--help"]).output
+    for option in ("--calib-fraction", "--seed", "--search-time", "--sensitivity", "--max-float", "--no-fallback",
+                   "--task", "--labels"):
+        assert option in text, option
+
+
+@pytest.mark.slow
+def test_benchmark_smoke():
+    sys.path.insert(0, "benchmarks")
+    import bench_search
+
+    result = bench_search.measure(samples=1, size=128, max_float=2)
+    assert result["compare_s"] > 0 and result["search_s"] > 0 and result["variants"] == 2 * result["layers"] + 2

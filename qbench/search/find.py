@@ -35,6 +35,7 @@ class SearchOptions:
     max_float: int = 8
     time_budget_s: float | None = None  # for sensitivity + mixed search together
     sensitivity: str = "auto"  # auto: only when no calibrator passes alone
+    sensitivity_samples: int | None = 8  # rank layers on the worst N judging samples (None: all)
     search: bool = True  # False: the sweep only (``--no-fallback``)
     progress: bool = False
     culprits: tuple = ()  # tensor names the diagnosis blamed (marked on the sensitivity chart)
@@ -102,6 +103,8 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
     from qbench.search.sweep import calibrate_all, sweep
 
     o = options or SearchOptions()
+    if o.sensitivity_samples is not None and o.sensitivity_samples < 1:
+        raise QbenchError(f"--sensitivity-samples must be at least 1, not {o.sensitivity_samples}")
     if o.sensitivity not in SENSITIVITY_MODES:
         raise QbenchError(f"--sensitivity must be one of {', '.join(SENSITIVITY_MODES)}, not {o.sensitivity!r}")
     if o.time_budget_s is not None and o.time_budget_s <= 0:
@@ -125,14 +128,15 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
     if o.search and (o.sensitivity == "always" or (o.sensitivity == "auto" and need_search)) and layers:
         deadline = None if o.time_budget_s is None else started + o.time_budget_s
         runner = sens_mod.GatedRunner(graph, ranges, reference, judge, o.keep_float)
-        outcome.sensitivity = sens_mod.measure(runner, graph, culprits=o.culprits, progress=o.progress, echo=say,
-                                               deadline=deadline)
+        ranking_runner, full_int8 = sens_mod.worst_samples(runner, o.sensitivity_samples)
+        outcome.sensitivity = sens_mod.measure(ranking_runner, graph, culprits=o.culprits, progress=o.progress,
+                                               echo=say, deadline=deadline)
         if out is not None:
             outcome.chart = sens_mod.chart(outcome.sensitivity, Path(out) / "sensitivity.png")
         if need_search:
             left = None if deadline is None else max(0.0, deadline - time.perf_counter())
             outcome.mixed = mixed_search.search(runner, outcome.sensitivity.ranked(), max_float=o.max_float,
-                                                time_budget_s=left, echo=say, start_result=outcome.sensitivity.int8)
+                                                time_budget_s=left, echo=say, start_result=full_int8)
             keep = outcome.mixed.kept
     if keep:
         # the gated model decided; the model that ships is judged once more as it is written

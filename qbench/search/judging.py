@@ -74,6 +74,17 @@ class Reference:
         return all(b.shape[:1] == (2,) and b.shape[1:] == o.shape[1:] and np.allclose(b[:1], o, rtol=1e-4, atol=1e-5)
                    for b, o in zip(both, one))
 
+    def subset(self, indices, part: str | None = None) -> "Reference":
+        """The same reference restricted to some of its samples (FP32 outputs reused, not recomputed)."""
+        sub = object.__new__(Reference)
+        sub.graph, sub.part, sub.output_names, sub.batched = self.graph, part or self.part, self.output_names, self.batched
+        indices = list(indices)
+        sub.names = [self.names[i] for i in indices]
+        sub.samples = [self.samples[i] for i in indices]
+        sub.outputs = [self.outputs[i] for i in indices]
+        sub.batched = self.batched and len(indices) > 1
+        return sub
+
     def run(self, sess, extra: dict | None = None) -> list[dict]:
         """Outputs of ``sess`` per judging sample (``extra``: more feeds, such as gates)."""
         extra = extra or {}
@@ -142,14 +153,17 @@ def margin(result) -> float:
     return mean if higher else -mean
 
 
+def tier(result) -> int:
+    """0 pass, 1 inconclusive within tolerance, 2 inconclusive outside it, 3 fail (or unknown)."""
+    if result.verdict == "pass":
+        return 0
+    if result.verdict == "inconclusive":
+        return 1 if meets_tolerance(result) else 2
+    return 3
+
+
 def rank_key(result) -> tuple:
     """Sort key, best first: pass, then inconclusive within tolerance, inconclusive outside it, fail;
     then the judge's score (higher is better), then ``margin``."""
-    if result.verdict == "pass":
-        tier = 0
-    elif result.verdict == "inconclusive":
-        tier = 1 if meets_tolerance(result) else 2
-    else:
-        tier = 3
     score, fine = float(result.score), margin(result)
-    return (tier, -score if score == score else float("inf"), -fine if fine == fine else float("inf"))
+    return (tier(result), -score if score == score else float("inf"), -fine if fine == fine else float("inf"))

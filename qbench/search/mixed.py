@@ -8,7 +8,8 @@ From the sensitivity ranking (best ``gain_if_float`` first):
 2. **Bisect** between the last failing and the first passing prefix for the shortest passing prefix
    (the ranking is not guaranteed monotone, so every answer is a judged run, never an inference).
 3. **Prune**: try dropping each kept layer, least sensitive first; keep the drop when the set
-   still passes. The result is minimal: no single layer can be removed.
+   still passes. The result is minimal: no single layer can be removed. Bisection and pruning keep
+   the verdict tier of the first passing prefix (a pass is not traded for an inconclusive).
 
 "Passes" here means ``judging.acceptable``: a pass, or an inconclusive verdict whose point estimate
 meets the tolerance (the judge says more samples would settle it; the verdict reported stays
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from qbench.errors import QbenchError
-from qbench.search.judging import acceptable, rank_key
+from qbench.search.judging import acceptable, rank_key, tier
 
 TABLE_COLUMNS = ["step", "action", "kept", "layers", "verdict", "score", "primary", "value", "pareto", "part"]
 
@@ -84,7 +85,7 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
             if rank_key(r) < rank_key(best):
                 best_kept, best = ranked[:k], r
             if acceptable(r):
-                hi = k
+                hi, goal = k, tier(r)  # bisect and prune keep this tier: a pass is not traded for less
                 break
             lo = k
             k = limit if k < limit and 2 * k > limit else 2 * k
@@ -92,7 +93,7 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
             while hi - lo > 1 and not out_of_time():
                 mid = (lo + hi) // 2
                 r = judge(ranked[:mid], f"bisect: first {mid}")
-                if acceptable(r):
+                if acceptable(r) and tier(r) <= goal:
                     hi = mid
                 else:
                     lo = mid
@@ -102,7 +103,7 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
                     break
                 trial = [n for n in best_kept if n != name]
                 r = judge(trial, f"prune {name}")
-                if acceptable(r):
+                if acceptable(r) and tier(r) <= goal:
                     best_kept, best = trial, r
             stopped = f"passes with {len(best_kept)} layer(s) in float; no single one can be dropped"
             if out_of_time():

@@ -16,7 +16,10 @@ then by ``-loss_alone``.
 Economy: one gated model and one ONNX Runtime session for all 2 x L + 2 variants
 (``models.gated_model``); the FP32 outputs of the judging samples are computed once
 (``judging.Reference``), and each variant runs the whole judging part as one batch where the model
-allows it. Nothing is rebuilt or reloaded between variants.
+allows it. Nothing is rebuilt or reloaded between variants. On a large judging part the ranking is
+measured on the ``samples`` worst samples of full INT8 (by the judge's own per-sample order,
+``TaskResult.worst``): the samples INT8 already gets right say little about which layer repairs it,
+and every set the search then keeps is verified on the whole judging part.
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ class GatedRunner:
         self._gate = GATE
         self.runs = 0
 
+    def on(self, reference) -> "GatedRunner":
+        """The same gated session judging another reference (e.g. a subset of the samples)."""
+        other = object.__new__(GatedRunner)
+        other.__dict__.update(self.__dict__)
+        other.reference = reference
+        return other
+
     def evaluate(self, kept) -> object:
         """TaskResult with the layers in ``kept`` (names) in float and every other layer quantized."""
         kept = set(kept)
@@ -66,6 +76,18 @@ class Sensitivity:
 
     def ranked(self) -> list[str]:
         return list(self.frame["layer"])
+
+
+def worst_samples(runner: GatedRunner, k: int | None):
+    """(runner on the ``k`` worst judging samples of full INT8, the full-INT8 result on all of them)."""
+    full = runner.evaluate(())
+    n = len(runner.reference.samples)
+    if k is None or k >= n:
+        return runner, full
+    rows = full.worst(k)
+    picked = sorted(int(i) for i in rows["sample"]) if "sample" in rows else list(range(k))
+    part = f"{runner.reference.part}, {len(picked)} worst of {n} samples"
+    return runner.on(runner.reference.subset(picked, part)), full
 
 
 def measure(runner: GatedRunner, graph, *, culprits=(), progress: bool = False, echo=None,
