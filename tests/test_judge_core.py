@@ -72,6 +72,16 @@ def test_decide_pass_fail_inconclusive_and_reason_names_metric():
     assert f"about {d.more_samples} more samples would settle it" in d.reason and "95% CI" in d.reason
     d = decide("CER", 0.5, 0.1, False, Evidence("ratio", num=(1,), den=(2,), n=1), "max_cer")
     assert d.verdict == "fail" and "one sample" in d.reason
+    # one sample that meets the tolerance proves nothing: no pass without an interval
+    d = decide("CER", 0.0, 0.1, False, Evidence("ratio", num=(0,), den=(20,), n=1), "max_cer")
+    assert d.verdict == "inconclusive" and d.more_samples == 1
+    # 400 of 400 pixels agree, but all in one image (the other had none): not a pass either
+    d = decide("mask IoU", 1.0, 0.8, True, Evidence("ratio", num=(400, 0), den=(400, 0), n=2, counts=True), "min_agreement")
+    assert d.verdict == "inconclusive" and "only 1 sample(s) had anything" in d.reason
+    d = decide("mask IoU", 1.0, 0.8, True, Evidence("ratio", num=(400, 300), den=(400, 300), n=2, counts=True), "min_agreement")
+    assert d.verdict == "pass"
+    d = decide("top-1 agreement", 1.0, 0.5, True, Evidence("wilson", k=1, n=1), "min_agreement")
+    assert d.verdict == "inconclusive" and d.interval is not None
     d = decide("CER", float("nan"), 0.1, False, Evidence("ratio"), "max_cer")
     assert d.verdict == "inconclusive"
 
@@ -154,3 +164,49 @@ def test_generic_near_zero_slice_uses_absolute_floor_nan_and_integers():
     json.dumps(d)
     assert isinstance(res, TaskResult) and d["per_sample"][0]["name"] == "empty"
     assert list(res.worst(3)["name"]) == ["nan", "flip", "empty"]
+
+
+@pytest.mark.parametrize("task,shape,elem", [
+    ("classify", [1, 5], TensorProto.FLOAT),
+    ("detect", [1, 6, 200], TensorProto.FLOAT),
+    ("segment", [1, 1, 16, 16], TensorProto.FLOAT),
+    ("segment", [1, 3, 16, 16], TensorProto.FLOAT),
+    ("ctc", [1, 12, 8], TensorProto.FLOAT),
+    ("embedding", [1, 32], TensorProto.FLOAT),
+    ("generic", [1, 3, 16, 16], TensorProto.FLOAT),
+])
+def test_every_task_survives_an_all_nan_candidate(task, shape, elem):
+    """A candidate that produced NaN everywhere (an FP16 overflow, say) is judged, not crashed on:
+    it fails, and its result is valid JSON."""
+    g = tiny_graph({"y": (elem, shape)})
+    rng = np.random.default_rng(0)
+    acc = make_judge(task, g).start()
+    for i in range(4):
+        ref = rng.uniform(0, 1, shape).astype(np.float32)
+        if task == "detect":
+            ref[:, :4] *= 300  # pixel boxes
+            ref[:, 4:, :5] = 0.9  # a few confident detections
+        acc.add(i, f"s{i}", {"y": ref}, {"y": np.full(shape, np.nan, np.float32)}, {})
+    res = acc.finish()
+    assert res.verdict == "fail" and res.reason
+    json.dumps(res.to_dict(), allow_nan=False)
+
+
+def test_classify_top5_and_auto_from_labels(tmp_path):
+    g = tiny_graph({"logits": (TensorProto.FLOAT, [1, 10])})
+    ref = np.arange(10, dtype=np.float32)[None]           # FP32 picks class 9
+    second = ref.copy()
+    second[0, 9] = 6.5                                      # class 9 falls to third place
+    last = ref.copy()
+    last[0, 9] = -1.0                                       # class 9 falls out of the top 5
+    acc = make_judge("classify", g).start()
+    for i, c in enumerate([ref, second, last]):
+        acc.add(i, f"s{i}", {"logits": ref}, {"logits": c}, {})
+    res = acc.finish()
+    assert list(res.per_sample["top1_agreement"]) == [1.0, 0.0, 0.0]
+    assert list(res.per_sample["top5_agreement"]) == [1.0, 1.0, 0.0]
+    assert res.worst(1)["name"].iloc[0] == "s2"
+    p = tmp_path / "labels.json"
+    p.write_text(json.dumps({"s0": 9}))
+    judge = make_judge("auto", tiny_graph({"y": (TensorProto.FLOAT, [1, 3, 8, 8])}), None, load_labels(p, ["s0"]))
+    assert judge.task == "classify" and "class labels" in judge.note

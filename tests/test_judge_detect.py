@@ -123,3 +123,12 @@ def test_labels_give_map_and_its_drop(det_runs):
     res = _judge(graph, names, feeds, ref, cand, {"strides": [8, 16, 32]}, labels)
     assert res.primary == "map50_drop" and res.metrics["map50"] < res.metrics["fp32_map50"] - 0.1
     assert res.verdict in ("fail", "inconclusive") and res.reason.startswith("mAP@0.5 drop")
+
+
+def test_detections_for_drawing(det_runs):
+    graph, names, feeds, labels, ref, cand = det_runs
+    judge = make_judge("detect", graph, {"strides": [8, 16, 32]})
+    (boxes, scores, classes), = judge.start().detections(ref[0]["output"], feeds[0])
+    assert boxes.shape[1] == 4 and len(boxes) >= len(labels.get("chars1.png")) // 2
+    assert np.all(scores >= 0.25) and np.all(boxes[:, 2] >= boxes[:, 0])
+    assert make_judge("detect", graph).start().detections(ref[0]["output"], feeds[0]) is None

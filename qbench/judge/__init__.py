@@ -83,10 +83,11 @@ def make_judge(task: str = "generic", graph=None, options: dict | None = None, l
     task = (task or "generic").strip()
     note = ""
     if task not in TASKS:
-        if ":" in task:
-            from qbench.judge import custom
+        from qbench.judge import custom
+        if ":" in task or custom.has_entry_point(task):
             return custom.make_custom_judge(task, graph, options, labels, _merge_options)
-        raise QbenchError(f"unknown task {task!r}; choose one of {', '.join(TASKS)} or give path/to/file.py:function")
+        raise QbenchError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}, give path/to/file.py:function, "
+                          f"or install an evaluator entry point in the group {custom.ENTRY_POINT_GROUP!r}")
     if task == "auto":
         from qbench.judge.auto import guess_task
         task, note = guess_task(graph, labels)

@@ -99,11 +99,8 @@ class Judge:
         return f"Judge(task={self.task!r}, note={self.note!r})"
 
 
-def as_float(a: np.ndarray) -> np.ndarray:
-    return np.asarray(a, dtype=np.float64) if np.asarray(a).dtype != np.float64 else np.asarray(a)
-
-
-def mean_or_nan(values) -> float:
-    v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
-    return float(v.mean()) if v.size else float("nan")
+def check_shapes(task: str, output: str, ref, cand) -> None:
+    """One error line when the candidate's output is shaped unlike FP32's (a broken candidate or
+    a mismatched run, not something a task metric can score)."""
+    if np.shape(ref) != np.shape(cand):
+        raise QbenchError(f"{task}: output {output!r} has shape {np.shape(cand)} in the candidate and {np.shape(ref)} in FP32")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from qbench.errors import QbenchError
-from qbench.judge.base import Accumulator, Summary
+from qbench.judge.base import Accumulator, Summary, check_shapes
 from qbench.judge.outputs import is_float_type, looks_like_probabilities, pick_output, softmax
 from qbench.judge.verdict import Evidence
 
@@ -48,10 +48,9 @@ def _rows(x: np.ndarray, axis) -> np.ndarray:
 class ClassifyAccumulator(Accumulator):
     def measure(self, index, name, ref, cand, feed, label) -> dict:
         out = self.options["output"]
+        check_shapes("classify", out, ref[out], cand[out])
         r = _rows(ref[out], self.options["class_axis"])
         c = _rows(cand[out], self.options["class_axis"])
-        if r.shape != c.shape:
-            raise QbenchError(f"classify: output {out!r} has shape {np.shape(cand[out])} in the candidate and {np.shape(ref[out])} in FP32")
         c_clean = np.where(np.isfinite(c), c, -np.inf)
         ref_top = np.argmax(r, axis=1)
         cand_top = np.argmax(c_clean, axis=1)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from qbench.errors import QbenchError
-from qbench.judge.base import Accumulator, Summary
+from qbench.judge.base import Accumulator, Summary, check_shapes
 from qbench.judge.outputs import is_float_type, metadata, pick_output
 from qbench.judge.verdict import Evidence
 
@@ -137,11 +137,15 @@ class CtcAccumulator(Accumulator):
         texts = ["".join(self.table[i] for i in p) for p in paths]
         return [t.strip() for t in texts] if self.options["strip"] else texts
 
+    def decode(self, output: np.ndarray) -> list:
+        """The texts (or class-index tuples without a charset) this judge reads in one output,
+        one per batch row (for drawing)."""
+        return self._decode(output)
+
     def measure(self, index, name, ref, cand, feed, label) -> dict:
         out = self.options["output"]
+        check_shapes("ctc", out, ref[out], cand[out])
         r_texts, c_texts = self._decode(ref[out]), self._decode(cand[out])
-        if len(r_texts) != len(c_texts):
-            raise QbenchError(f"ctc: output {out!r} has shape {np.shape(cand[out])} in the candidate and {np.shape(ref[out])} in FP32")
         edits = sum(edit_distance(r, c) for r, c in zip(r_texts, c_texts))
         row = {"lines": len(r_texts), "equal_lines": sum(r == c for r, c in zip(r_texts, c_texts)),
                "fp32_chars": sum(len(r) for r in r_texts), "edits": edits}

@@ -35,8 +35,7 @@ import pandas as pd
 
 from qbench.errors import QbenchError
 from qbench.judge import boxes as bx
-from qbench.judge import intervals
-from qbench.judge.base import Accumulator, Summary
+from qbench.judge.base import Accumulator, Summary, check_shapes
 from qbench.judge.outputs import is_float_type, pick_output
 from qbench.judge.verdict import Evidence
 
@@ -181,12 +180,22 @@ class DetectAccumulator(Accumulator):
         kept = bx.nms(b, s, c, float(o["nms_iou"]), int(o["max_detections"]))
         return b[kept], s[kept], c[kept]
 
+    def detections(self, head: np.ndarray, feed: dict) -> list | None:
+        """What this judge detects in one output (for drawing): per batch row (xyxy boxes in input
+        pixels, scores, classes), after threshold and NMS; None when a raw head without strides is
+        judged by score agreement (no boxes exist)."""
+        rows = self._rows(head)
+        if self.mode is None:
+            self._decide_mode(rows[0], feed)
+        if self.mode != "boxes":
+            return None
+        return [self._detections(r) for r in rows]
+
     # ---- per sample -----------------------------------------------------------------------
     def measure(self, index, name, ref, cand, feed, label) -> dict:
         out = self.options["output"]
+        check_shapes("detect", out, ref[out], cand[out])
         r_all, c_all = self._rows(ref[out]), self._rows(cand[out])
-        if r_all.shape != c_all.shape:
-            raise QbenchError(f"detect: output {out!r} has shape {np.shape(cand[out])} in the candidate and {np.shape(ref[out])} in FP32")
         if self.mode is None:
             self._decide_mode(r_all[0], feed)
         if label is not None and r_all.shape[0] != 1:

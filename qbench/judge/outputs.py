@@ -46,9 +46,10 @@ def metadata(graph) -> dict:
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    x = x - np.max(x, axis=axis, keepdims=True)
-    e = np.exp(x)
-    return e / np.sum(e, axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # rows of -inf (NaN scores) give NaN
+        x = x - np.max(x, axis=axis, keepdims=True)
+        e = np.exp(x)
+        return e / np.sum(e, axis=axis, keepdims=True)
 
 
 def looks_like_probabilities(x: np.ndarray, axis: int = -1) -> bool:

@@ -6,11 +6,13 @@
   present in either map. No cosine is involved, so an int64 map never yields NaN.
 * **Probability maps** — a float output with one channel (a DB text detector's [B, 1, H, W] map):
   the mask p >= ``threshold`` (0.3, DB's binarisation threshold) of FP32 and of the candidate, their
-  IoU and Dice. Two empty masks agree (IoU 1): on a text-free image a candidate that also finds
+  IoU and Dice per sample; the verdict reads the IoU pooled over samples (total intersection /
+  total union). Two empty masks agree (IoU 1): on a text-free image a candidate that also finds
   nothing is right, and one that finds something raises a false alarm (counted apart).
 
-Verdict: pixel agreement >= ``min_agreement`` (class maps), or mean mask IoU >= ``min_iou``
-(probability maps); bootstrap over samples.
+Verdict: pixel agreement (class maps, default 0.98) or pooled mask IoU (probability maps, default
+0.8) >= ``min_agreement``; interval from a bootstrap over samples hulled with the Wilson interval
+of the pooled counts.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from qbench.errors import QbenchError
-from qbench.judge.base import Accumulator, Summary
+from qbench.judge.base import Accumulator, Summary, check_shapes
 from qbench.judge.generic import channel_axis
 from qbench.judge.outputs import pick_output
 from qbench.judge.verdict import Evidence
@@ -29,9 +31,9 @@ DEFAULTS = {
     "mode": "auto",          # auto | classes | probability
     "class_axis": None,      # float class scores: default the smaller of axis 1 and the last axis
     "threshold": 0.3,        # probability maps: mask = p >= threshold
-    "min_agreement": 0.98,   # class maps: pixel agreement with FP32
-    "min_iou": 0.8,          # probability maps: mean mask IoU with FP32
+    "min_agreement": None,   # None: 0.98 pixel agreement (class maps), 0.8 mean mask IoU (probability maps)
 }
+_DEFAULT_TOLERANCE = {"classes": 0.98, "probability": 0.8}
 
 
 def prepare(graph, options: dict) -> dict:
@@ -69,9 +71,8 @@ class SegmentAccumulator(Accumulator):
 
     def measure(self, index, name, ref, cand, feed, label) -> dict:
         out = self.options["output"]
+        check_shapes("segment", out, ref[out], cand[out])
         r, c = np.asarray(ref[out]), np.asarray(cand[out])
-        if r.shape != c.shape:
-            raise QbenchError(f"segment: output {out!r} has shape {c.shape} in the candidate and {r.shape} in FP32")
         if self.mode is None:
             self.mode = self._mode(r)
         new_nonfinite = int(np.count_nonzero(np.isfinite(r) & ~np.isfinite(c))) if c.dtype.kind == "f" else 0
@@ -92,9 +93,13 @@ class SegmentAccumulator(Accumulator):
         b = np.asarray(c, dtype=np.float64) >= thr  # NaN compares False: a NaN pixel is no text
         inter, union = int(np.count_nonzero(a & b)), int(np.count_nonzero(a | b))
         na, nb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
-        return {"fp32_pixels": na, "cand_pixels": nb, "mask_iou": inter / union if union else 1.0,
+        return {"fp32_pixels": na, "cand_pixels": nb, "inter": inter, "union": union, "mask_iou": inter / union if union else 1.0,
                 "dice": 2 * inter / (na + nb) if na + nb else 1.0, "false_alarm": int(na == 0 and nb > 0),
                 "missed": int(na > 0 and nb == 0), "new_nonfinite": new_nonfinite}
+
+    def _tolerance(self) -> float:
+        value = self.options["min_agreement"]
+        return float(_DEFAULT_TOLERANCE[self.mode or "probability"] if value is None else value)
 
     def summarise(self, frame: pd.DataFrame) -> Summary:
         n = len(frame)
@@ -107,15 +112,22 @@ class SegmentAccumulator(Accumulator):
             ious = [self.inter[k] / self.union[k] for k in self.union if self.union[k]]
             metrics = {"pixel_agreement": value, "mean_iou": float(np.mean(ious)) if ious else float("nan"), "classes_seen": len(self.union)}
             ev = Evidence("ratio", num=tuple(frame["equal"]), den=tuple(frame["pixels"]), n=n, counts=True) if n else Evidence("point")
-            return Summary(metrics, "pixel_agreement", "pixel agreement with FP32", value, float(self.options["min_agreement"]),
+            return Summary(metrics, "pixel_agreement", "pixel agreement with FP32", value, self._tolerance(),
                            "min_agreement", True, ev, notes)
-        value = float(frame["mask_iou"].mean()) if n else float("nan")
+        inter, union = (float(frame[k].sum()) for k in ("inter", "union")) if n else (0.0, 0.0)
+        # pooled over the data set (total intersection / total union, as segmentation benchmarks
+        # count IoU): a text-free image where both masks are empty adds nothing, one where the
+        # candidate alone marks pixels adds only union — a false alarm lowers the IoU
+        value = inter / union if union else (1.0 if n else float("nan"))
         metrics = {"mask_iou": value}
         if n:
-            metrics.update(dice=float(frame["dice"].mean()), false_alarms=int(frame["false_alarm"].sum()),
-                           missed=int(frame["missed"].sum()), empty_in_both=int(((frame["fp32_pixels"] == 0) & (frame["cand_pixels"] == 0)).sum()))
+            metrics.update(mean_sample_iou=float(frame["mask_iou"].mean()), dice=float(frame["dice"].mean()),
+                           false_alarms=int(frame["false_alarm"].sum()), missed=int(frame["missed"].sum()),
+                           empty_in_both=int((frame["union"] == 0).sum()))
             if metrics["false_alarms"]:
                 notes.append(f"{metrics['false_alarms']} false alarm(s): the candidate marks pixels where FP32 marks none")
-        ev = Evidence("ratio", num=tuple(frame["mask_iou"]), den=(1.0,) * n, n=n, counts=True) if n else Evidence("point")
+            if not union:
+                notes.append(f"neither FP32 nor the candidate marks any pixel at threshold {self.options['threshold']:g}")
+        ev = Evidence("ratio", num=tuple(frame["inter"]), den=tuple(frame["union"]), n=n, counts=True) if union else Evidence("point")
         return Summary(metrics, "mask_iou", f"mask IoU at threshold {self.options['threshold']:g}", value,
-                       float(self.options["min_iou"]), "min_iou", True, ev, notes)
+                       self._tolerance(), "min_agreement", True, ev, notes)

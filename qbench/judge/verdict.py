@@ -4,8 +4,10 @@ A verdict compares the primary metric with its tolerance *through its 95 % inter
 the whole interval is on the good side, fail when the whole interval is on the bad side,
 inconclusive when it straddles the tolerance — then the reason says about how many more samples
 would settle it at the observed rate. A metric measured on a single sample has no interval and is
-decided on its value, and the reason says so. A NaN metric (nothing could be measured) is
-inconclusive. Tensor metrics (cosines) never reach this module.
+decided only if it misses (fail); a hit on that little evidence is inconclusive. A pooled share of
+counted trials (pixels, detections) that all come from one sample cannot pass either: the trials of
+one image are not independent. A NaN metric (nothing could be measured) is inconclusive. Tensor
+metrics (cosines) never reach this module.
 """
 
 from __future__ import annotations
@@ -67,11 +69,21 @@ def decide(label: str, value: float, tolerance: float, higher_is_better: bool, e
     side = "at least" if higher_is_better else "at most"
     target = f"{option} {_fmt(tolerance)} ({side})"
     if interval is None:
-        verdict = "pass" if good(value) else "fail"
-        why = "one sample, no interval" if evidence.kind != "point" else "no interval"
-        rel = "meets" if verdict == "pass" else "misses"
-        return Decision(verdict, f"{label} {_fmt(value)} ({why}) {rel} {target} -> {verdict}", None, None)
+        # no spread to measure: a miss is a miss, but a hit on this little evidence proves nothing
+        why = "nothing to compare, no interval" if evidence.kind == "point" else "one sample, no interval"
+        if not good(value):
+            return Decision("fail", f"{label} {_fmt(value)} ({why}) misses {target} -> fail", None, None)
+        return Decision("inconclusive", f"{label} {_fmt(value)} ({why}) meets {target} -> inconclusive; "
+                        f"more {evidence.unit}{' with content' if evidence.kind == 'point' else ''} would settle it", None, 1)
     lo, hi = interval
+    informative = sum(1 for d in evidence.den if d > 0) if evidence.kind == "ratio" and evidence.counts else None
+    if good(lo) and good(hi) and informative is not None and informative < 2:
+        # the pooled counts are tight, but they come from one sample: pixels or boxes of one image
+        # are not independent trials, so one image cannot vouch for the next
+        reason = (f"{label} {_fmt(value)} ({_fmt_ci(interval)}) meets {target} but only {informative} "
+                  f"sample(s) had anything to compare -> inconclusive; at least {2 - informative} more "
+                  f"sample(s) with content would settle it")
+        return Decision("inconclusive", reason, interval, 2 - informative)
     if good(lo) and good(hi):
         verdict, rel = "pass", "meets"
     elif not good(lo) and not good(hi):
@@ -93,9 +105,9 @@ def decide(label: str, value: float, tolerance: float, higher_is_better: bool, e
 
 def _interval(ev: Evidence) -> tuple | None:
     if ev.kind == "wilson":
-        return intervals.wilson(ev.k, ev.n) if ev.n >= 2 else None
+        return intervals.wilson(ev.k, ev.n) if ev.n >= 1 else None
     if ev.kind == "paired_drop":
-        return intervals.paired_drop(ev.n10, ev.n01, ev.n) if ev.n >= 2 else None
+        return intervals.paired_drop(ev.n10, ev.n01, ev.n) if ev.n >= 1 else None
     if ev.kind == "ratio":
         boot = intervals.bootstrap_ratio(ev.num, ev.den)
         if not ev.counts:
