@@ -40,14 +40,14 @@ def _session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def classifier(out: Path, lines: int, max_float: int) -> dict:
+def classifier(out: Path, lines: int, max_float: int, methods=None) -> dict:
     data_dir = out / "cls-data"
     labels = orientation_folder(data_dir, lines)
     graph = ModelGraph.from_path(CLS)
     data = load_dataset(data_dir, graph.inputs)
     t = time.perf_counter()
     o = find_int8(graph, data, out / "cls", SearchOptions(task="classify", labels=data_dir / "labels.json",
-                                                           max_float=max_float), model_path=CLS, echo=print)
+                                                           max_float=max_float, methods=methods), model_path=CLS, echo=print)
     seconds = time.perf_counter() - t
     fp32, int8 = _session(CLS), _session(o.folder / "model_qdq.onnx")
 
@@ -103,10 +103,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("reports/search-ppocr"))
     p.add_argument("--only", choices=["cls", "rec"], default=None)
     p.add_argument("--max-float", type=int, default=8)
+    p.add_argument("--methods", default=None, help="comma-separated calibrators to sweep (default: all); "
+                   "e.g. 'entropy' to make the classifier need the mixed search")
     a = p.parse_args()
     figures = {}
     if a.only in (None, "cls"):
-        figures["classifier"] = classifier(a.out, a.lines, a.max_float)
+        figures["classifier"] = classifier(a.out, a.lines, a.max_float, a.methods.split(",") if a.methods else None)
     if a.only in (None, "rec"):
         figures["recognizer"] = recognizer(a.out, a.lines, a.max_float)
     print(json.dumps(figures, indent=1, default=str))
