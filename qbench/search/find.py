@@ -30,7 +30,7 @@ class SearchOptions:
     calib_fraction: float = ho.DEFAULT_FRACTION
     seed: int = ho.DEFAULT_SEED
     methods: tuple | None = None  # None: every method of qbench.calibrate.METHODS
-    batch_size: int = 1
+    batch_size: int | None = None  # calibration batch; None: qbench.calibrate's automatic choice
     keep_float: tuple = ()  # the user's own names: kept in every candidate
     max_float: int = 8
     time_budget_s: float | None = None  # for sensitivity + mixed search together

@@ -52,14 +52,17 @@ class SweepResult:
         return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def calibrate_all(graph, calib_data, methods=None, *, batch_size: int = 1, progress: bool = False):
+def calibrate_all(graph, calib_data, methods=None, *, batch_size: int | None = None, progress: bool = False):
     """(ranges per method, histograms): every method's ranges from ONE activation pass over
     ``calib_data`` (a dataset), read exactly as ``qbench.calibrate.calibrate_many`` reads them, and
     the histograms themselves (best-of needs the counts, which ``calibrate_many`` does not return).
+    ``batch_size`` None: qbench.calibrate's automatic choice.
     Each Ranges carries provenance: which samples (the calibration part) it was computed on."""
-    from qbench.calibrate import METHODS, collect, ranges_from_histograms
+    from qbench.calibrate import METHODS, auto_batch_size, collect, ranges_from_histograms
 
     methods = tuple(methods or METHODS)
+    if batch_size is None:  # as qbench.calibrate chooses it: the largest batch that fits memory
+        batch_size = auto_batch_size(graph, calib_data)
     collector = collect(graph, calib_data.batches(batch_size), progress=progress, total=len(calib_data))
     summaries = {name: hist.summary() for name, hist in collector.histograms.items() if hist.batches}
     samples = [str(p.name) for p in calib_data.files]
