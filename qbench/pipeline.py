@@ -45,6 +45,7 @@ class RunConfig:
     seed: int = 0
     search_time_s: float | None = None  # time budget of sensitivity + mixed search
     sensitivity: str = "auto"  # auto: only when no calibrator passes; always; never
+    sensitivity_layers: int | None = None  # measure at most N layers by the task (None: every layer)
     store: Path | None = None  # SQLite file; default: <out>/../qbench.sqlite
     progress: bool = True
 
@@ -146,6 +147,7 @@ def _search(cfg: RunConfig, graph, dataset, int8, out: Path, echo, reference):
                             calib_fraction=cfg.calib_fraction, seed=cfg.seed, batch_size=cfg.batch_size,
                             keep_float=tuple(cfg.keep_float), max_float=cfg.max_float, time_budget_s=cfg.search_time_s,
                             sensitivity=cfg.sensitivity if cfg.fallback else "never", search=cfg.fallback,
+                            sensitivity_layers=cfg.sensitivity_layers,
                             progress=cfg.progress, culprits=culprits)
     echo("qbench: searching for an INT8 that ships: every calibrator judged on held-out samples"
          + ("" if cfg.fallback else " (--no-fallback: no sensitivity, no mixed search)"))

@@ -130,6 +130,13 @@ def test_gated_model_reproduces_the_qdq_models(cls_graph, parts):
         want = session(int8_model(cls_graph, r, keep)).run(None, feed)[0]
         np.testing.assert_allclose(run(set(keep)), want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(run(set(layers)), session(cls_graph.model).run(None, feed)[0], rtol=1e-5, atol=1e-6)
+    # gating a subset: the other layers fixed quantized (rest="quantized") or float (rest="float")
+    others = [n for n in layers if n != PLANTED_LAYER]
+    for rest, gate, keep in (("quantized", 0.0, [PLANTED_LAYER]), ("float", 1.0, others)):
+        sub, names = gated_model(cls_graph, r, only=[PLANTED_LAYER], rest=rest)
+        assert names == [PLANTED_LAYER]
+        got = session(sub).run(None, {**feed, f"{GATE}0": np.array(gate, np.float32)})[0]
+        np.testing.assert_allclose(got, session(int8_model(cls_graph, r, keep)).run(None, feed)[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -149,6 +156,18 @@ def test_sensitivity_finds_the_planted_layer_and_search_keeps_only_it(cls_graph,
     res = mixed.search(runner, sens.ranked(), max_float=4, start_result=sens.int8)
     assert res.passed and res.kept == [PLANTED_LAYER]
     assert res.table["pareto"].any() and (res.table["kept"] <= 4).all()
+    # screened: only the planted layer and one other measured (two sessions, no gating of the rest)
+    from qbench.search.sensitivity import local_noise, screen
+    from qbench.search.models import quantized_layers
+
+    every = quantized_layers(cls_graph)
+    noise = local_noise(cls_graph, bad, parts[2], every)
+    assert noise[PLANTED_LAYER] == max(noise.values())  # the clipped input is the noisiest by far
+    order = screen(every, noise, (), 2)
+    few = GatedRunner(cls_graph, bad, reference, judge, only=order)
+    screened = measure(few, cls_graph, all_layers=every, noise=noise, order=order)
+    assert screened.runs == 6 and screened.frame["measured"].sum() == 2 and len(screened.frame) == len(every)
+    assert screened.ranked()[0] == PLANTED_LAYER and screened.fp32.score == sens.fp32.score
     # a budget of zero layers cannot pass, and says so
     none = mixed.search(runner, sens.ranked(), max_float=0, start_result=sens.int8)
     assert not none.passed and none.kept == [] and "at most 0" in none.stopped
@@ -242,5 +261,6 @@ def test_benchmark_smoke():
     sys.path.insert(0, "benchmarks")
     import bench_search
 
-    result = bench_search.measure(samples=1, size=128, max_float=2)
-    assert result["compare_s"] > 0 and result["search_s"] > 0 and result["variants"] == 2 * result["layers"] + 2
+    result = bench_search.measure(samples=1, size=128, max_float=2, layers=3)
+    assert result["compare_s"] > 0 and result["search_s"] > 0 and result["variants"] == 2 * 3 + 2
+    assert result["of_layers"] > result["layers"] == 3

@@ -41,6 +41,9 @@ def _options(func):
                      help="Time budget in seconds for sensitivity and mixed search."),
         click.option("--sensitivity", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
                      help="Per-layer sensitivity: only when no calibrator passes (auto), always, or never."),
+        click.option("--sensitivity-layers", type=click.IntRange(min=1), default=None,
+                     help="Measure at most N layers by the task metric (the diagnosis's culprits, then the layers "
+                          "with the most quantization noise first) [every layer]."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -48,11 +51,12 @@ def _options(func):
 
 
 def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, fallback, max_float, task, labels,
-         calib_fraction, seed, search_time, sensitivity) -> None:
+         calib_fraction, seed, search_time, sensitivity, sensitivity_layers) -> None:
     cfg = RunConfig(model=Path(model), data=Path(data), out=out, precisions=tuple(precisions) or PRECISIONS,
                     method=method, ranges=ranges, calib_limit=limit, compare_limit=limit, batch_size=batch_size,
                     keep_float=tuple(keep_float), fallback=fallback, max_float=max_float, task=task, labels=labels,
-                    calib_fraction=calib_fraction, seed=seed, search_time_s=search_time, sensitivity=sensitivity)
+                    calib_fraction=calib_fraction, seed=seed, search_time_s=search_time, sensitivity=sensitivity,
+                    sensitivity_layers=sensitivity_layers)
     outcome = run_pipeline(cfg, echo=lambda msg: click.echo(msg, err=True))
     rec = outcome.recommendation
     click.echo(f"recommendation: {rec.precision} — {rec.reason}", err=True)

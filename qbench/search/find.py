@@ -36,6 +36,7 @@ class SearchOptions:
     time_budget_s: float | None = None  # for sensitivity + mixed search together
     sensitivity: str = "auto"  # auto: only when no calibrator passes alone
     sensitivity_samples: int | None = 8  # rank layers on the worst N judging samples (None: all)
+    sensitivity_layers: int | None = None  # measure at most N layers by the task (culprits, then local noise first)
     search: bool = True  # False: the sweep only (``--no-fallback``)
     progress: bool = False
     culprits: tuple = ()  # tensor names the diagnosis blamed (marked on the sensitivity chart)
@@ -105,6 +106,8 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
     o = options or SearchOptions()
     if o.sensitivity_samples is not None and o.sensitivity_samples < 1:
         raise QbenchError(f"--sensitivity-samples must be at least 1, not {o.sensitivity_samples}")
+    if o.sensitivity_layers is not None and o.sensitivity_layers < 1:
+        raise QbenchError(f"--sensitivity-layers must be at least 1, not {o.sensitivity_layers}")
     if o.sensitivity not in SENSITIVITY_MODES:
         raise QbenchError(f"--sensitivity must be one of {', '.join(SENSITIVITY_MODES)}, not {o.sensitivity!r}")
     if o.time_budget_s is not None and o.time_budget_s <= 0:
@@ -127,10 +130,15 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
     need_search = not acceptable(best_result)
     if o.search and (o.sensitivity == "always" or (o.sensitivity == "auto" and need_search)) and layers:
         deadline = None if o.time_budget_s is None else started + o.time_budget_s
-        runner = sens_mod.GatedRunner(graph, ranges, reference, judge, o.keep_float)
+        noise = sens_mod.local_noise(graph, ranges, histograms, layers, o.keep_float)
+        marked = sens_mod.culprit_layers(graph, o.culprits, layers)
+        order = sens_mod.screen(layers, noise, marked, o.sensitivity_layers)
+        only = None if o.sensitivity_layers is None or o.sensitivity_layers >= len(layers) else order
+        runner = sens_mod.GatedRunner(graph, ranges, reference, judge, o.keep_float, only=only)
         ranking_runner, full_int8 = sens_mod.worst_samples(runner, o.sensitivity_samples)
         outcome.sensitivity = sens_mod.measure(ranking_runner, graph, culprits=o.culprits, progress=o.progress,
-                                               echo=say, deadline=deadline)
+                                               echo=say, deadline=deadline, all_layers=layers, noise=noise,
+                                               order=order)
         if out is not None:
             outcome.chart = sens_mod.chart(outcome.sensitivity, Path(out) / "sensitivity.png")
         if need_search:

@@ -47,9 +47,11 @@ def quantized_layers(graph, keep_float=()) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def gated_model(graph, ranges, keep_float=()):
+def gated_model(graph, ranges, keep_float=(), only=None, rest: str = "quantized"):
     """(model, layers): the gated model of the module docstring and its layer names (gate i feeds
-    layer i, input ``GATE + str(i)``)."""
+    layer i, input ``GATE + str(i)``). ``only``: gate just these layers; every other quantized layer
+    is fixed, reading its Q/DQ values (``rest="quantized"``, as with gate 1) or its float values
+    (``rest="float"``, gate 0), so the model carries no gating arithmetic for layers not varied."""
     from qbench.simulate.common import MIN_QDQ_OPSET, copy_at_opset, kept_node_outputs, resolve_keep_float
     from qbench.simulate.placement import plan_int8
     from qbench.simulate.qdq import activation_scale, quantize_weight
@@ -85,7 +87,12 @@ def gated_model(graph, ranges, keep_float=()):
     for node in g.node:
         key = next((o for o in node.output if o), None)
         layer = by_output.get(key) if key and key not in kept_outputs else None
-        if layer is not None and any(i in quantized for i in node.input):
+        if layer is not None and only is not None and layer not in only and any(i in quantized for i in node.input):
+            if rest == "quantized":
+                for slot, name in enumerate(node.input):
+                    if name in quantized:
+                        node.input[slot] = f"{name}::gdq"
+        elif layer is not None and any(i in quantized for i in node.input):
             if layer not in gate_of:
                 gate_of[layer] = len(layers)
                 layers.append(layer)
