@@ -19,7 +19,9 @@ Economy: one gated model and one ONNX Runtime session for all 2 x L + 2 variants
 allows it. Nothing is rebuilt or reloaded between variants. On a large judging part the ranking is
 measured on the ``samples`` worst samples of full INT8 (by the judge's own per-sample order,
 ``TaskResult.worst``): the samples INT8 already gets right say little about which layer repairs it,
-and every set the search then keeps is verified on the whole judging part.
+and every set the search then keeps is verified on the whole judging part. Screening
+(``local_noise``, ``screen``): when only N layers can be afforded, the diagnosis's culprits and then
+the layers reading the noisiest quantized values are measured; the others carry the proxy only.
 """
 
 from __future__ import annotations
