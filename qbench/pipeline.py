@@ -43,7 +43,7 @@ class RunConfig:
     judge_options: dict | None = None
     calib_fraction: float = 0.5  # share of the samples that calibrate in the search; the rest judge
     seed: int = 0
-    search_time_s: float | None = None  # time budget of sensitivity + mixed search
+    search_time_s: float | None = 600.0  # time budget of sensitivity + mixed search (None: no limit)
     sensitivity: str = "auto"  # auto: only when no calibrator passes; always; never
     sensitivity_layers: int | None = None  # measure at most N layers by the task (None: every layer)
     store: Path | None = None  # SQLite file; default: <out>/../qbench.sqlite
@@ -112,7 +112,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
 
     extras, search = [], None
     if "int8" in comparisons:
-        search, mixed, sections = _search(cfg, graph, dataset, comparisons["int8"], out, echo, reference)
+        search, mixed, sections = _search(cfg, graph, dataset, comparisons["int8"], out, echo, reference,
+                                          ranges if cfg.ranges else None)
         extras += sections
         if mixed is not None:
             comparisons[MIXED] = mixed.comparison
@@ -133,7 +134,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids, search)
 
 
-def _search(cfg: RunConfig, graph, dataset, int8, out: Path, echo, reference):
+def _search(cfg: RunConfig, graph, dataset, int8, out: Path, echo, reference, given=None):
     """The search stage (qbench.search): sweep, sensitivity, mixed search and ``<out>/int8-best``.
     Returns (outcome, mixed candidate or None, report sections)."""
     from qbench.report import ExtraSection
@@ -148,7 +149,8 @@ def _search(cfg: RunConfig, graph, dataset, int8, out: Path, echo, reference):
                             keep_float=tuple(cfg.keep_float), max_float=cfg.max_float, time_budget_s=cfg.search_time_s,
                             sensitivity=cfg.sensitivity if cfg.fallback else "never", search=cfg.fallback,
                             sensitivity_layers=cfg.sensitivity_layers,
-                            progress=cfg.progress, culprits=culprits)
+                            progress=cfg.progress, culprits=culprits,
+                            extra_candidates={"given": given} if given is not None else None)
     echo("qbench: searching for an INT8 that ships: every calibrator judged on held-out samples"
          + ("" if cfg.fallback else " (--no-fallback: no sensitivity, no mixed search)"))
     outcome = find_int8(graph, data, out, options, model_path=cfg.model, echo=echo)

@@ -37,13 +37,14 @@ def _options(func):
         click.option("--calib-fraction", type=float, default=0.5, show_default=True,
                      help="Share of the samples that calibrate in the search; the rest (held out) judge."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration/judging split."),
-        click.option("--search-time", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Time budget in seconds for sensitivity and mixed search."),
+        click.option("--search-time", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+                     help="Time budget in seconds for sensitivity and mixed search; without --sensitivity-layers, "
+                          "the layers measured by the task are as many as fit 70% of it."),
         click.option("--sensitivity", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
                      help="Per-layer sensitivity: only when no calibrator passes (auto), always, or never."),
         click.option("--sensitivity-layers", type=click.IntRange(min=1), default=None,
                      help="Measure at most N layers by the task metric (the diagnosis's culprits, then the layers "
-                          "with the most quantization noise first) [every layer]."),
+                          "with the most quantization noise first) [as many as fit --search-time]."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -19,6 +19,9 @@ from qbench.search import deploy, holdout as ho
 from qbench.search.judging import Reference, acceptable, make_task_judge, rank_key
 
 SENSITIVITY_MODES = ("auto", "always", "never")
+DEFAULT_TIME_BUDGET_S = 600.0
+# share of the time budget the sensitivity may plan for; the rest is for the mixed search's sets
+SENSITIVITY_SHARE = 0.7
 MIXED = "int8-mixed"
 
 
@@ -33,13 +36,14 @@ class SearchOptions:
     batch_size: int | None = None  # calibration batch; None: qbench.calibrate's automatic choice
     keep_float: tuple = ()  # the user's own names: kept in every candidate
     max_float: int = 8
-    time_budget_s: float | None = None  # for sensitivity + mixed search together
+    time_budget_s: float | None = DEFAULT_TIME_BUDGET_S  # sensitivity + mixed search together (None: no limit)
     sensitivity: str = "auto"  # auto: only when no calibrator passes alone
     sensitivity_samples: int | None = 8  # rank layers on the worst N judging samples (None: all)
     sensitivity_layers: int | None = None  # measure at most N layers by the task (culprits, then local noise first)
     search: bool = True  # False: the sweep only (``--no-fallback``)
     progress: bool = False
     culprits: tuple = ()  # tensor names the diagnosis blamed (marked on the sensitivity chart)
+    extra_candidates: dict | None = None  # name -> Ranges swept too (e.g. the user's --ranges as "given")
 
 
 @dataclass
@@ -118,6 +122,7 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
     say(f"qbench: search: {split.describe()}" + ("" if ho.held_out(split) else " (one sample: NOT held out)"))
     candidates, histograms = calibrate_all(graph, ho.subset(dataset, split.calib), o.methods,
                                            batch_size=o.batch_size, progress=o.progress)
+    candidates.update(o.extra_candidates or {})
     reference = Reference(graph, ho.subset(dataset, split.judge), part=ho.JUDGE if ho.held_out(split) else ho.CALIB)
     labels = load_labels(o.labels, reference.names) if o.labels else None
     judge = make_task_judge(o.task, graph, o.judge_options, labels)
@@ -132,8 +137,14 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
         deadline = None if o.time_budget_s is None else started + o.time_budget_s
         noise = sens_mod.local_noise(graph, ranges, histograms, layers, o.keep_float)
         marked = sens_mod.culprit_layers(graph, o.culprits, layers)
-        order = sens_mod.screen(layers, noise, marked, o.sensitivity_layers)
-        only = None if o.sensitivity_layers is None or o.sensitivity_layers >= len(layers) else order
+        limit = o.sensitivity_layers
+        if limit is None and o.time_budget_s is not None:
+            limit = _affordable_layers(swept, reference, o, len(layers))
+            if limit < len(layers):
+                say(f"qbench: search: {len(layers)} layers would not fit the {o.time_budget_s:g} s budget; measuring "
+                    f"{limit} by the task (culprits, then the noisiest), the rest by local noise only")
+        order = sens_mod.screen(layers, noise, marked, limit)
+        only = None if limit is None or limit >= len(layers) else order
         runner = sens_mod.GatedRunner(graph, ranges, reference, judge, o.keep_float, only=only)
         ranking_runner, full_int8 = sens_mod.worst_samples(runner, o.sensitivity_samples)
         outcome.sensitivity = sens_mod.measure(ranking_runner, graph, culprits=o.culprits, progress=o.progress,
@@ -165,6 +176,18 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
         say(f"qbench: search: wrote {outcome.folder} ({final.verdict})")
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _affordable_layers(swept, reference, o: SearchOptions, total: int) -> int:
+    """How many layers' two variants fit the sensitivity's share of the time budget, from what one
+    judged run of the sweep cost on the judging part (scaled to the samples sensitivity uses; the
+    gating adds about a third)."""
+    per_run = float(np.median(list(swept.seconds.values()))) if swept.seconds else 1.0
+    n = len(reference.samples)
+    used = n if o.sensitivity_samples is None else min(n, o.sensitivity_samples)
+    per_variant = max(per_run * used / max(n, 1) * 1.3, 1e-3)
+    fit = int((o.time_budget_s * SENSITIVITY_SHARE / per_variant - 2) // 2)
+    return max(1, min(total, fit))
 
 
 def _int8(graph, ranges, keep):
