@@ -210,3 +210,22 @@ def test_classify_top5_and_auto_from_labels(tmp_path):
     p.write_text(json.dumps({"s0": 9}))
     judge = make_judge("auto", tiny_graph({"y": (TensorProto.FLOAT, [1, 3, 8, 8])}), None, load_labels(p, ["s0"]))
     assert judge.task == "classify" and "class labels" in judge.note
+
+
+@pytest.mark.parametrize("shape,task", [
+    ([1, 84, 8400], "detect"),      # ultralytics YOLOv8/v11 export
+    ([1, 25200, 85], "detect"),     # YOLOv5 decoded with objectness
+    ([1, 1000], "classify"),        # ImageNet logits
+    ([1, 7, 7, 7, 7], "generic"),   # nothing recognisable
+])
+def test_auto_guesses_common_layouts(shape, task):
+    judge = make_judge("auto", tiny_graph({"y": (TensorProto.FLOAT, shape)}))
+    assert judge.task == task and judge.note.startswith("auto:") and "'y'" in judge.note
+
+
+def test_classify_binary_single_score():
+    g = tiny_graph({"p": (TensorProto.FLOAT, [1, 1])})
+    acc = make_judge("classify", g).start()
+    for i, (r, c) in enumerate([(0.9, 0.7), (0.9, 0.4), (0.2, 0.1)]):
+        acc.add(i, f"s{i}", {"p": np.array([[r]], np.float32)}, {"p": np.array([[c]], np.float32)}, {})
+    assert list(acc.finish().per_sample["top1_agreement"]) == [1.0, 0.0, 1.0]

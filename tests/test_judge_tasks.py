@@ -115,3 +115,22 @@ def test_custom_evaluator_from_a_file(tmp_path):
         make_judge(f"{path}:nothing", graph)
     with pytest.raises(QbenchError, match="evaluator file not found"):
         make_judge("missing/eval.py:f", graph)
+
+
+def test_custom_evaluator_from_an_entry_point(tmp_path, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import qbench.judge.custom as custom
+
+    (tmp_path / "judge_ep_eval.py").write_text(EVALUATOR)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fake = [EntryPoint(name="top1-agreement", value="judge_ep_eval:top1", group=custom.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(custom.importlib_metadata, "entry_points", lambda group=None: fake if group == custom.ENTRY_POINT_GROUP else [])
+    graph = ModelGraph.from_path(CLS)
+    out = graph.output_names[0]
+    acc = make_judge("top1-agreement", graph).start()
+    acc.add(0, "a", {out: np.array([[0.9, 0.1]])}, {out: np.array([[0.8, 0.2]])}, {})
+    res = acc.finish()
+    assert res.task == "custom:top1-agreement" and res.metrics["same"] == 1.0
+    with pytest.raises(QbenchError, match="unknown task 'top2'"):
+        make_judge("top2", graph)

@@ -1,6 +1,7 @@
 """classify: does the candidate pick the same class as FP32 (and, with labels, the right one)?
 
-Per sample (each batch row is one trial): top-1 agreement (argmax equal), top-5 agreement (the
+A single score per row is a binary classifier (p > 0.5, or logit > 0). Per sample (each batch row
+is one trial): top-1 agreement (argmax equal), top-5 agreement (the
 FP32 top-1 class among the candidate's five best), and the drop of FP32's top class probability
 (softmax applied when the output holds logits; argmax is the same for logits and probabilities).
 With class labels: accuracy of FP32 and of the candidate on the same samples, and the accuracy
@@ -42,7 +43,14 @@ def _rows(x: np.ndarray, axis) -> np.ndarray:
         long = [i for i in range(1, x.ndim) if x.shape[i] > 1] or [x.ndim - 1]
         axis = long[-1]
     x = np.moveaxis(x, int(axis), -1)
-    return x.reshape(-1, x.shape[-1])
+    x = x.reshape(-1, x.shape[-1])
+    if x.shape[1] == 1:
+        # one score per row: a binary classifier behind a sigmoid (p) or before it (logit z);
+        # as two classes [1-p, p] or [0, z] its argmax is the decision p > 0.5 or z > 0
+        finite = x[np.isfinite(x)]
+        prob = finite.size > 0 and finite.min() >= 0.0 and finite.max() <= 1.0
+        x = np.concatenate([1.0 - x, x] if prob else [np.zeros_like(x), x], axis=1)
+    return x
 
 
 class ClassifyAccumulator(Accumulator):
