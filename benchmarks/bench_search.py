@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=2)
     p.add_argument("--size", type=int, default=640)
     p.add_argument("--max-float", type=int, default=8)
-    p.add_argument("--layers", type=int, default=6,
+    p.add_argument("--layers", type=int, default=16,
                    help="layers measured by the task (--sensitivity-layers); 0: every layer")
     p.add_argument("--smoke", action="store_true", help="1 sample at 128x128: checks the benchmark runs")
     a = p.parse_args(argv)

@@ -33,6 +33,9 @@ class RunConfig:
     compare_limit: int | None = None
     batch_size: int | None = None  # None: the largest calibration batch that fits memory (qbench.calibrate)
     keep_float: tuple[str, ...] = ()
+    # INT8 placement: "likely", "worst" (qbench.simulate.placement), or "both": likely, and say whether
+    # the worst placement would change the INT8 verdict (one more INT8 comparison)
+    placement: str = "likely"
     # the INT8 search (qbench.search): calibrator sweep judged on held-out data, then, when no
     # calibrator passes, sensitivity + the smallest set of layers kept in float ("int8-mixed");
     # fallback=False (--no-fallback) skips the sensitivity and the mixed search, not the sweep
@@ -96,12 +99,21 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             echo(f"qbench: warning: {note}")
     ranges.write_trt_cache(out / "calibration.cache")
     ranges.write_json(out / "ranges.json")
+    hazards = []
+    if "int8" in cfg.precisions:
+        from qbench.simulate.common import resolve_keep_float
+        from qbench.simulate.placement import concat_hazards, plan_int8
+
+        plan = plan_int8(graph, *resolve_keep_float(graph, cfg.keep_float), placement=_placement(cfg))
+        hazards = [h.message() for h in concat_hazards(plan, ranges)]
+        for hazard in hazards:
+            echo(f"qbench: warning: {hazard}")
 
     candidates, comparisons = [], {}
     reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
     for precision in cfg.precisions:
         comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float, reference=reference,
-                                       limit=cfg.compare_limit, progress=cfg.progress)
+                                       limit=cfg.compare_limit, progress=cfg.progress, placement=_placement(cfg))
         comparison.save(out / precision)
         comparisons[precision] = comparison
         meta = dict(comparison.meta)
@@ -109,6 +121,12 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         meta.setdefault("simulated", True)
         candidates.append(CandidateResult(precision, comparison.tensors, comparison.findings, comparison.unmatched, meta))
         echo(f"qbench: {precision}: {_one_line_summary(comparison)}")
+
+    if cfg.placement == "both" and "int8" in comparisons:
+        note = _placement_disagreement(cfg, graph, dataset, ranges, candidates[cfg.precisions.index("int8")], reference)
+        if note:
+            echo(f"qbench: warning: {note}")
+            hazards.append(note)
 
     extras, search = [], None
     if "int8" in comparisons:
@@ -124,6 +142,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         "model": str(cfg.model), "model_digest": graph.digest, "data": str(cfg.data), "samples": len(dataset),
         "calibration_method": ranges.method or cfg.method, "qbench_version": __version__,
         **({"calibration_warning": " | ".join(ranges.notes)} if ranges.notes else {}),
+        **({"int8_warning": " | ".join(hazards)} if hazards else {}), "int8_placement": cfg.placement,
         "elapsed_s": round(time.perf_counter() - started, 2), "backend": "onnxruntime-cpu (simulation)",
     }
     report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras)
@@ -132,6 +151,28 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
                                     recommendation=recommendation.precision, report_path=str(report))
                    for c in candidates]
     return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids, search)
+
+
+def _placement(cfg: RunConfig) -> str:
+    return "likely" if cfg.placement == "both" else cfg.placement
+
+
+def _placement_disagreement(cfg: RunConfig, graph, dataset, ranges, likely, reference) -> str | None:
+    """Run INT8 with the worst placement too; a sentence when its verdict differs from the likely one."""
+    from qbench.advise import passes
+    from qbench.compare import compare_precision
+    from qbench.report import CandidateResult
+
+    worst = compare_precision(graph, dataset, "int8", ranges, keep_float=cfg.keep_float, reference=reference,
+                              limit=cfg.compare_limit, progress=cfg.progress, placement="worst")
+    verdicts = {"likely": passes(likely), "worst": passes(CandidateResult("int8", worst.tensors, worst.findings,
+                                                                           worst.unmatched, dict(worst.meta)))}
+    if verdicts["likely"] == verdicts["worst"]:
+        return None
+    word = {True: "passes", False: "fails"}
+    return (f"INT8 {word[verdicts['likely']]} with TensorRT's likely INT8 placement but {word[verdicts['worst']]} with the "
+            "worst one (every tensor TensorRT could store in INT8): the verdict depends on the kernels TensorRT picks; "
+            "build the engine and simulate it as built (qbench simulate --layer-info)")
 
 
 def _search(cfg: RunConfig, graph, dataset, int8, out: Path, echo, reference, given=None):

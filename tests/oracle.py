@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 PACKAGE = "nvidia-modelopt"
+VERSION = "0.47.0"  # pinned: the oracle must not change under the test
 SOURCE = "modelopt/torch/quantization/calib/histogram.py"
 FUNCTION = "_compute_amax_entropy"
 
@@ -39,7 +40,7 @@ def fetch_wheel(dest: Path) -> Path:
     if found:
         return found[-1]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "-q", "-d", str(dest), PACKAGE]
+           "-q", "-d", str(dest), f"{PACKAGE}=={VERSION}"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:

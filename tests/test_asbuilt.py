@@ -102,3 +102,18 @@ def test_as_built_needs_ranges_for_int8_tensors():
     with pytest.raises(Exception, match="INT8 but the ranges have no entry"):
         build_as_built_model(graph, Ranges({}), parse_layer_info(LAYERS.read_text()))
     assert tensor_formats(parse_layer_info(LAYERS.read_text()))["410"]["precision"] == "fp16"
+
+
+def test_cli_simulate_as_built_prints_the_audit(tmp_path, capsys):
+    import onnx
+
+    from qbench.cli import main
+
+    graph = _mobilenet_fragment()
+    onnx.save(graph.model, tmp_path / "fragment.onnx")
+    Ranges({n: TensorRange(n, 6.0) for n in ("input1", "317", "334", "399", "447", "410", "459", "333", "458")}).write_json(tmp_path / "r.json")
+    rc = main(["simulate", str(tmp_path / "fragment.onnx"), "--precision", "int8", "--ranges", str(tmp_path / "r.json"),
+               "--layer-info", str(LAYERS), "--keep-float", "Clip_16", "-o", str(tmp_path / "asbuilt.onnx")])
+    err = capsys.readouterr().err
+    assert rc == 0 and (tmp_path / "asbuilt.onnx").is_file()
+    assert "Clip_16: asked for FP32/FP16, the engine ran INT8" in err and "fused into" in err

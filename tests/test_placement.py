@@ -102,3 +102,68 @@ def test_real_detector_head_concat_zeroes_the_scores(tmp_path_factory, request, 
         out = OrtRunner(ModelGraph(fixed.model, name="fixed")).run(feed)["output"]
         # the advice works: the class scores are back (the rest is ordinary INT8 error)
         assert np.corrcoef(out[0, 5], reference[0, 5])[0, 1] > 0.9, method
+
+
+def test_cli_simulate_worst_placement_warns_about_the_concat(tmp_path, capsys):
+    from qbench.cli import main
+
+    graph = _tiny_head()
+    onnx.save(graph.model, tmp_path / "head.onnx")
+    _ranges({"x": 3, "r0": 5, "c1": 4, "boxes": 400, "scores": 1.0, "out": 400, "c2": 5, "c0": 5}).write_json(tmp_path / "r.json")
+    rc = main(["simulate", str(tmp_path / "head.onnx"), "--precision", "int8", "--ranges", str(tmp_path / "r.json"),
+               "--placement", "worst", "-o", str(tmp_path / "worst.onnx")])
+    captured = capsys.readouterr()
+    assert rc == 0 and "head_concat (Concat) quantizes its input 'scores'" in captured.err
+
+
+def test_run_names_the_concat_on_console_and_in_the_report(tmp_path):
+    import json
+
+    from qbench.pipeline import RunConfig, run_pipeline
+
+    graph = _tiny_head()
+    onnx.save(graph.model, tmp_path / "head.onnx")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        np.save(data / f"s{i}.npy", rng.normal(size=(1, 3, 4, 4)).astype(np.float32))
+    lines = []
+    run_pipeline(RunConfig(model=tmp_path / "head.onnx", data=data, out=tmp_path / "out", precisions=("int8",),
+                           fallback=False, progress=False), echo=lines.append)
+    assert any("head_concat (Concat) quantizes its input 'scores'" in line for line in lines)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert "head_concat" in json.dumps(results)
+    assert (tmp_path / "out" / "calibration.cache.provenance.json").is_file()
+
+
+def test_run_says_when_likely_and_worst_placements_disagree(tmp_path):
+    from qbench.calibrate import calibrate
+    from qbench.pipeline import RunConfig, run_pipeline
+
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0"),
+             helper.make_node("Mul", ["c0", "two"], ["m"], name="scale"),
+             helper.make_node("Relu", ["m"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w1"], ["out"], name="conv1")]
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 3, 1, 1)).astype(np.float32), "w0"),
+             numpy_helper.from_array(rng.normal(size=(2, 4, 1, 1)).astype(np.float32), "w1"),
+             numpy_helper.from_array(np.array(2.0, np.float32), "two")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                                                [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 4, 4])], inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        np.save(data / f"s{i}.npy", rng.normal(size=(1, 3, 4, 4)).astype(np.float32))
+    graph = ModelGraph.from_path(tmp_path / "m.onnx")
+    assert "c0" in plan_int8(graph, placement="worst").activations and "c0" not in plan_int8(graph).activations
+    # a broken range on the Conv output that only the worst placement quantizes
+    ranges = calibrate(graph, data, method="minmax", progress=False).with_override("c0", 1e-4)
+    ranges.write_json(tmp_path / "r.json")
+    lines = []
+    run_pipeline(RunConfig(model=tmp_path / "m.onnx", data=data, out=tmp_path / "out", precisions=("int8",), fallback=False,
+                           progress=False, ranges=tmp_path / "r.json", placement="both"), echo=lines.append)
+    assert any("INT8 passes with TensorRT's likely INT8 placement but fails with the worst one" in line for line in lines)

@@ -40,7 +40,11 @@ def _vi(name, elem=TensorProto.FLOAT, shape=None):
 
 # 1 ------------------------------------------------------------------------------------------------
 def test_histogram_far_larger_batch_merges_before_growing():
-    hist = TensorHistogram("x")
+    doubled = TensorHistogram("x")  # TensorRT's rule: still 2048 bins, the range doubled ~200 times
+    doubled.update(np.array([1e-30, 0], np.float32))
+    doubled.update(np.array([1e30], np.float32))
+    assert len(doubled.counts) == 2048 and doubled.counts.sum() == 3 and doubled.range >= 1e30
+    hist = TensorHistogram("x", growth="append")
     hist.update(np.array([1e-30, 0], np.float32))
     hist.update(np.array([1e30], np.float32))  # would need ~2e63 bins of the first width
     assert len(hist.counts) <= hist.max_bins and hist.merges > 0
@@ -48,7 +52,7 @@ def test_histogram_far_larger_batch_merges_before_growing():
 
 
 def test_histogram_reviewer_case_stays_small():
-    hist = TensorHistogram("x")
+    hist = TensorHistogram("x", growth="append")
     hist.update(np.array([1e-7, 0], np.float32))
     hist.update(np.array([1.0], np.float32))
     assert len(hist.counts) <= hist.max_bins and hist.counts.sum() == 3
@@ -59,7 +63,7 @@ def test_histogram_merge_in_fold_is_exact():
     rng = np.random.default_rng(0)
     first = rng.uniform(-1, 1, 1000).astype(np.float32)
     second = rng.uniform(-300, 300, 1000).astype(np.float32)
-    hist = TensorHistogram("x", num_bins=64, max_bins=128)
+    hist = TensorHistogram("x", num_bins=64, max_bins=128, growth="append")
     hist.update(first)
     hist.update(second)
     assert len(hist.counts) <= 128 and hist.merges >= 1

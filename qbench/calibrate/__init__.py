@@ -9,6 +9,8 @@ Write a result with ``.write_trt_cache(path)`` (plus its provenance sidecar) or 
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +85,7 @@ def calibrate_many(graph: str | Path | ModelGraph, dataset, methods=METHODS, bat
     notes = _late_reallocation_notes(collector)
     for note in notes:
         log.warning("qbench: warning: %s", note)
-    provenance = _provenance(graph, dataset, chosen, collector, growth, entropy_variant, trt_version)
+    provenance = _provenance(graph, dataset, chosen, collector, growth, entropy_variant, trt_version, limit)
     summaries = {name: hist.summary() for name, hist in collector.histograms.items() if hist.batches}
     out = {}
     for method in methods:
@@ -107,12 +109,21 @@ def ranges_from_histograms(histograms: dict[str, TensorHistogram], method: str, 
     several methods share one computation of them."""
     check_method(method)
     label = method_label(method, percentile, entropy_variant)
-    entries = {}
-    for name, hist in histograms.items():
-        if hist.batches == 0:
-            continue  # never produced (e.g. a non-float tensor at run time)
-        amax = amax_for(hist, method, percentile, entropy_variant=entropy_variant, quantile=quantile,
+    seen = {name: hist for name, hist in histograms.items() if hist.batches}  # others were never produced
+
+    def one(hist):
+        return amax_for(hist, method, percentile, entropy_variant=entropy_variant, quantile=quantile,
                         regression_cutoff=regression_cutoff)
+
+    if method == "entropy" and len(seen) > 1:
+        # the KL search is a numba kernel that releases the GIL: tensors in parallel threads
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            amaxes = dict(zip(seen, pool.map(one, seen.values())))
+    else:
+        amaxes = {name: one(hist) for name, hist in seen.items()}
+    entries = {}
+    for name, hist in seen.items():
+        amax = amaxes[name]
         entries[name] = TensorRange(name, amax, method=label, samples=hist.samples,
                                     observed_min=hist.minimum if hist.total else None,
                                     observed_max=hist.maximum if hist.total else None,
@@ -131,13 +142,13 @@ def _late_reallocation_notes(collector: HistogramCollector) -> list[str]:
             "larger batch (--batch-size) or shuffle the data"]
 
 
-def _provenance(graph: ModelGraph, dataset, batch_size, collector, growth, variant, trt_version) -> dict:
+def _provenance(graph: ModelGraph, dataset, batch_size, collector, growth, variant, trt_version, limit) -> dict:
     from qbench.calibrate import provenance
 
     return {
         "model": graph.name, "model_digest": graph.digest,
         "data": str(dataset.root) if dataset is not None else None,
-        "data_digest": provenance.data_digest(dataset) if dataset is not None else None,
+        "data_digest": provenance.data_digest(dataset, limit) if dataset is not None else None,
         "batch_size": batch_size, "batches": collector.batches, "samples": collector.samples,
         "histogram": {"bins": next((h.num_bins for h in collector.histograms.values()), NUM_BINS), "growth": growth},
         "entropy_variant": variant, "trt_version": str(trt_version), "versions": provenance.versions(),

@@ -239,7 +239,8 @@ class TensorHistogram:
             counts, self.width, merges, lo, hi, zeros, nonfinite = _fold_split(x, self.counts, self.width, self._fold_bins())
             self.counts = counts
             self.merges += merges
-            if merges or len(counts) != before:  # the range grew (doubled, or bins appended)
+            # the range grew: doubled (bins merged), or bins appended
+            if merges or (self.growth == "append" and len(counts) != before):
                 self.reallocations.append(self.batches)
             self._note(lo, hi, zeros, nonfinite, x.size - nonfinite)
         self._bound()

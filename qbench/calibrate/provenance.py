@@ -16,15 +16,16 @@ from pathlib import Path
 from qbench import __version__
 
 
-def data_digest(dataset) -> str:
-    """A digest of a ``Dataset``'s samples: file names (relative), contents and the manifest, so the
-    same folder gives the same digest wherever it lives and any changed byte changes it."""
+def data_digest(dataset, limit: int | None = None) -> str:
+    """A digest of a ``Dataset``'s samples (the first ``limit`` of them, those calibration used): file
+    names (relative), contents and the manifest, so the same folder gives the same digest wherever it
+    lives and any changed byte changes it."""
     h = hashlib.sha256()
     root = Path(dataset.root)
     manifest = root / "manifest.json"
     if manifest.is_file():
         h.update(manifest.read_bytes())
-    for path in dataset.files:
+    for path in dataset.files[:limit]:
         try:
             rel = str(Path(path).relative_to(root))
         except ValueError:

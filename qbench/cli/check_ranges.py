@@ -31,7 +31,8 @@ def check_ranges_command(ranges_file, model, data, trt_version):
     click.echo(f"header: {ranges.header}")
     if ranges.provenance:
         click.echo("provenance: " + json.dumps(ranges.provenance, indent=1, default=str))
-    digest = data_digest(load_dataset(data, graph.inputs)) if data is not None else None
+    used = (ranges.provenance or {}).get("samples")  # compare the samples the calibration used
+    digest = data_digest(load_dataset(data, graph.inputs), used if isinstance(used, int) else None) if data is not None else None
     for note in check.warnings + ranges.provenance_warnings(graph, digest, trt_version, source=str(ranges_file)):
         click.echo(f"warning: {note}")
 

@@ -25,6 +25,9 @@ def _options(func):
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
                      help="Calibration batch size [the largest that fits memory]."),
         click.option("--keep-float", multiple=True, help="Tensor or node name to keep in FP32; repeatable."),
+        click.option("--placement", type=click.Choice(["likely", "worst", "both"]), default="likely", show_default=True,
+                     help="INT8 placement: TensorRT's likely kernel choices, every tensor it could store in INT8 "
+                          "(worst), or likely plus a warning when worst changes the verdict (both)."),
         click.option("--fallback/--no-fallback", default=True, show_default=True,
                      help="When no calibrator passes, rank layer sensitivity and search the smallest set of layers "
                           "to keep in float (candidate int8-mixed). --no-fallback keeps only the calibrator sweep."),
@@ -51,13 +54,13 @@ def _options(func):
     return func
 
 
-def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, fallback, max_float, task, labels,
-         calib_fraction, seed, search_time, sensitivity, sensitivity_layers) -> None:
+def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, placement, fallback, max_float,
+         task, labels, calib_fraction, seed, search_time, sensitivity, sensitivity_layers) -> None:
     cfg = RunConfig(model=Path(model), data=Path(data), out=out, precisions=tuple(precisions) or PRECISIONS,
                     method=method, ranges=ranges, calib_limit=limit, compare_limit=limit, batch_size=batch_size,
-                    keep_float=tuple(keep_float), fallback=fallback, max_float=max_float, task=task, labels=labels,
-                    calib_fraction=calib_fraction, seed=seed, search_time_s=search_time, sensitivity=sensitivity,
-                    sensitivity_layers=sensitivity_layers)
+                    keep_float=tuple(keep_float), placement=placement, fallback=fallback, max_float=max_float,
+                    task=task, labels=labels, calib_fraction=calib_fraction, seed=seed, search_time_s=search_time,
+                    sensitivity=sensitivity, sensitivity_layers=sensitivity_layers)
     outcome = run_pipeline(cfg, echo=lambda msg: click.echo(msg, err=True))
     rec = outcome.recommendation
     click.echo(f"recommendation: {rec.precision} — {rec.reason}", err=True)

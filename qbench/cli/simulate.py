@@ -16,9 +16,14 @@ from qbench.errors import QbenchError
 @click.option("--precision", type=click.Choice(["int8", "fp16"]), required=True, help="Precision to simulate.")
 @click.option("--keep-float", "keep_float", multiple=True, metavar="NAME",
               help="Tensor or node name to keep in float32 (repeatable).")
+@click.option("--placement", type=click.Choice(["likely", "worst"]), default="likely", show_default=True,
+              help="INT8 placement (docs/SIMULATION.md): TensorRT's likely choices or every tensor it could store in INT8.")
+@click.option("--layer-info", "layer_info", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="As-built INT8: the engine's trtexec --exportLayerInfo JSON; simulates the precisions it chose.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the simulation model (.onnx).")
-def simulate_command(model: Path, ranges_path: Path | None, precision: str, keep_float: tuple[str, ...], output: Path) -> None:
+def simulate_command(model: Path, ranges_path: Path | None, precision: str, keep_float: tuple[str, ...], placement: str,
+                     layer_info: Path | None, output: Path) -> None:
     """Write MODEL with INT8 Q/DQ (TensorRT explicit-quantization placement) or FP16 rounding.
 
     The result runs in ONNX Runtime like the original; each tensor keeps its ONNX name and holds
@@ -33,7 +38,23 @@ def simulate_command(model: Path, ranges_path: Path | None, precision: str, keep
             raise QbenchError("--precision int8 needs --ranges FILE (a calibration cache or qbench ranges JSON)")
         from qbench.ranges import Ranges
 
-        sim = build_int8_model(graph, Ranges.read(ranges_path, graph=graph), keep_float=keep_float)
+        ranges = Ranges.read(ranges_path, graph=graph)
+        if layer_info is not None:
+            from qbench.artifacts import parse_layer_info
+            from qbench.simulate.asbuilt import audit_precisions, build_as_built_model
+
+            info = parse_layer_info(layer_info.read_text(encoding="utf-8", errors="replace"), source=str(layer_info))
+            sim = build_as_built_model(graph, ranges, info)
+            for ignored in audit_precisions(graph, info, keep_float=keep_float):
+                click.echo(f"warning: {ignored.message()}", err=True)
+        else:
+            from qbench.simulate.common import resolve_keep_float
+            from qbench.simulate.placement import concat_hazards, plan_int8
+
+            sim = build_int8_model(graph, ranges, keep_float=keep_float, placement=placement)
+            plan = plan_int8(graph, *resolve_keep_float(graph, keep_float), placement=placement)
+            for hazard in concat_hazards(plan, ranges):
+                click.echo(f"warning: {hazard.message()}", err=True)
     else:
         if ranges_path is not None:
             click.echo("note: --ranges is not used for fp16", err=True)

@@ -18,7 +18,7 @@ PRECISIONS = ("int8", "fp16")
 
 
 def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *, keep_float=(), reference=None,
-                      **kwargs) -> Comparison:
+                      placement: str = "likely", **kwargs) -> Comparison:
     """FP32 ``graph`` vs its INT8 (needs ``ranges``) or FP16 simulation in ONNX Runtime.
     ``reference``: an FP32 runner of ``graph`` to reuse across comparisons (one is built if None)."""
     from qbench.runners import OrtRunner
@@ -29,7 +29,7 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
     if precision == "int8":
         if ranges is None:
             raise QbenchError("an INT8 comparison needs ranges: give a ranges file or a calibration method")
-        sim = build_int8_model(graph, ranges, keep_float=keep_float)
+        sim = build_int8_model(graph, ranges, keep_float=keep_float, placement=placement)
     else:
         sim = build_fp16_model(graph, keep_float=keep_float)
     names = [t.name for t in graph.float_tensors]
