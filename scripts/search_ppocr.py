@@ -66,7 +66,7 @@ def classifier(out: Path, lines: int, max_float: int, methods=None) -> dict:
     return fig
 
 
-def recognizer(out: Path, lines: int, max_float: int) -> dict:
+def recognizer(out: Path, lines: int, max_float: int, with_labels: bool = False) -> dict:
     import rapidocr_onnxruntime
 
     from qbench.judge.ctc import edit_distance, greedy_paths
@@ -77,7 +77,9 @@ def recognizer(out: Path, lines: int, max_float: int) -> dict:
     graph = ModelGraph.from_path(rec)
     data = load_dataset(data_dir, graph.inputs)
     t = time.perf_counter()
-    o = find_int8(graph, data, out / "rec", SearchOptions(task="ctc", labels=data_dir / "labels.json",
+    # judged against FP32's decoded text by default (the target is CER vs FP32); --rec-labels judges
+    # against the rendered strings instead
+    o = find_int8(graph, data, out / "rec", SearchOptions(task="ctc", labels=data_dir / "labels.json" if with_labels else None,
                                                            max_float=max_float), model_path=rec, echo=print)
     seconds = time.perf_counter() - t
     charset = {p.key: p.value for p in graph.model.metadata_props}["character"].splitlines() + [" "]
@@ -89,11 +91,15 @@ def recognizer(out: Path, lines: int, max_float: int) -> dict:
     fp32, int8 = _session(rec), _session(o.folder / "model_qdq.onnx")
     ref = [text(fp32, i) for i in o.holdout.judge]
     got = [text(int8, i) for i in o.holdout.judge]
+    truth = [json.loads((data_dir / "labels.json").read_text())[data.files[i].name] for i in o.holdout.judge]
     cer = sum(edit_distance(g, r) for g, r in zip(got, ref)) / max(1, sum(len(r) for r in ref))
+    cer_fp32_labels = sum(edit_distance(r, t) for r, t in zip(ref, truth)) / sum(len(t) for t in truth)
+    cer_int8_labels = sum(edit_distance(g, t) for g, t in zip(got, truth)) / sum(len(t) for t in truth)
     return {"model": "PP-OCRv4 recognizer (CTC)", "samples": len(data), "judging": len(ref),
             "calibrator": o.best.calibrator, "keep_float": o.best.keep_float, "layers_quantized": o.best.layers_quantized,
             "float_share": o.best.float_share, "verdict": o.best.result.verdict, "reason": o.best.result.reason,
-            "cer_vs_fp32_judging": cer, "sweep": o.rows()[["candidate", "verdict", "primary", "value"]].to_dict("records"),
+            "cer_vs_fp32_judging": cer, "cer_fp32_vs_labels": cer_fp32_labels, "cer_int8_vs_labels": cer_int8_labels,
+            "sweep": o.rows()[["candidate", "verdict", "primary", "value"]].to_dict("records"),
             "sentence": o.sentence(), "seconds": round(seconds, 1)}
 
 
@@ -103,6 +109,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("reports/search-ppocr"))
     p.add_argument("--only", choices=["cls", "rec"], default=None)
     p.add_argument("--max-float", type=int, default=8)
+    p.add_argument("--rec-labels", action="store_true", help="judge the recognizer against the labels, not FP32")
     p.add_argument("--methods", default=None, help="comma-separated calibrators to sweep (default: all); "
                    "e.g. 'entropy' to make the classifier need the mixed search")
     a = p.parse_args()
@@ -110,7 +117,7 @@ def main() -> None:
     if a.only in (None, "cls"):
         figures["classifier"] = classifier(a.out, a.lines, a.max_float, a.methods.split(",") if a.methods else None)
     if a.only in (None, "rec"):
-        figures["recognizer"] = recognizer(a.out, a.lines, a.max_float)
+        figures["recognizer"] = recognizer(a.out, a.lines, a.max_float, a.rec_labels)
     print(json.dumps(figures, indent=1, default=str))
 
 

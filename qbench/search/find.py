@@ -56,6 +56,7 @@ class SearchOutcome:
     folder: Path | None = None
     chart: Path | None = None
     explanation: list[str] = field(default_factory=list)  # why no INT8 passes (layer: cause)
+    max_float: int = 0  # the set-size budget the mixed search had
     seconds: float = 0.0
 
     def rows(self) -> pd.DataFrame:
@@ -89,8 +90,10 @@ class SearchOutcome:
             return (f"{what} meets the tolerance on the {b.part} but the verdict is inconclusive ({r.reason}); "
                     f"judge more samples before shipping it.")
         why = "; ".join(self.explanation) if self.explanation else "no layer ranking explains the error"
-        return (f"No INT8 passes within {len(b.keep_float)} layer(s) kept in float: the best, {what}, is "
-                f"{r.verdict} on the {b.part} ({r.reason}). Hardest layers: {why}.")
+        tried = (f"with up to {self.max_float} layer(s) kept in float" if self.mixed is not None
+                 else "from any calibrator (no mixed search: --no-fallback)")
+        return (f"No INT8 passes {tried}: the best, {what}, is "
+                f"{r.verdict} on the {b.part} ({r.reason}); ship FP16 instead if it passes. Hardest layers: {why}.")
 
 
 def _tier(row) -> int:
@@ -127,7 +130,7 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
     labels = load_labels(o.labels, reference.names) if o.labels else None
     judge = make_task_judge(o.task, graph, o.judge_options, labels)
     swept = sweep(graph, candidates, reference, judge, histograms=histograms, keep_float=o.keep_float, echo=say)
-    outcome = SearchOutcome(split, swept)
+    outcome = SearchOutcome(split, swept, max_float=o.max_float)
     ranges = swept.candidates[swept.best]
     best_result = swept.results[swept.best]
     layers = quantized_layers(graph, o.keep_float)
