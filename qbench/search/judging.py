@@ -26,11 +26,16 @@ def make_task_judge(task: str, graph, options=None, labels=None):
     return make_judge(task=task, graph=graph, options=options, labels=labels)
 
 
-def session(model: onnx.ModelProto, threads: int | None = None):
-    """A plain ONNX Runtime session (outputs only; the search never needs intermediate tensors)."""
+def session(model: onnx.ModelProto, threads: int | None = None, optimize: bool = True):
+    """A plain ONNX Runtime session (outputs only; the search never needs intermediate tensors).
+    ``optimize=False`` for simulated models, as ``qbench.compare`` runs them: with graph optimizations
+    ONNX Runtime fuses Q/DQ pairs into its own integer kernels on some models (PP-OCRv4 rec: outputs
+    0.18 apart), which is ONNX Runtime's INT8, not the fake quantization qbench simulates."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
@@ -110,7 +115,7 @@ class Reference:
         return acc.finish()
 
     def judge_model(self, judge, model: onnx.ModelProto):
-        return self.judge(judge, self.run(session(model)))
+        return self.judge(judge, self.run(session(model, optimize=False)))
 
 
 def _stack(samples: list[dict]) -> dict:

@@ -44,11 +44,11 @@ class GatedRunner:
         from qbench.search.models import GATE, gated_model
 
         model, self.layers = gated_model(graph, ranges, keep_float, only)
-        self.session = session(model)
+        self.session = session(model, optimize=False)
         # "only this layer quantized" needs every other layer in float, the ungated ones too: a
         # second session where they are fixed in float (the same one when every layer is gated)
         self.alone_session = self.session if only is None else session(gated_model(graph, ranges, keep_float, only,
-                                                                                   rest="float")[0])
+                                                                                   rest="float")[0], optimize=False)
         self.reference = reference
         self.judge = judge
         self._gate = GATE
