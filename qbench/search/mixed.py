@@ -82,7 +82,7 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
                 stopped = "time budget spent while growing"
                 break
             r = judge(ranked[:k], f"grow to the first {k}")
-            if rank_key(r) < rank_key(best):
+            if _better(r, k, best, len(best_kept)):
                 best_kept, best = ranked[:k], r
             if acceptable(r):
                 hi, goal = k, tier(r)  # bisect and prune keep this tier: a pass is not traded for less
@@ -112,6 +112,12 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
     table["pareto"] = _pareto(table)
     return MixedResult(list(best_kept), best, table[TABLE_COLUMNS], acceptable(best), stopped,
                        time.perf_counter() - started)
+
+
+def _better(r, size: int, best, best_size: int) -> bool:
+    """Verdict tier, then score; on a tie the smaller set (it dominates), then the judge's margin."""
+    a, b = rank_key(r), rank_key(best)
+    return (a[0], a[1], size, a[2]) < (b[0], b[1], best_size, b[2])
 
 
 def _pareto(table: pd.DataFrame) -> list[bool]:
