@@ -18,7 +18,7 @@ from qbench.errors import QbenchError
 log = logging.getLogger("qbench")
 
 PRECISIONS = ("int8", "fp16")
-MIXED = "int8-mixed"  # the fallback search's candidate: INT8 with some tensors kept in float
+MIXED = "int8-mixed"  # the search's candidate: INT8 with some layers kept in float (qbench.search)
 
 
 @dataclass
@@ -36,9 +36,16 @@ class RunConfig:
     # INT8 placement: "likely", "worst" (qbench.simulate.placement), or "both": likely, and say whether
     # the worst placement would change the INT8 verdict (one more INT8 comparison)
     placement: str = "likely"
-    # INT8 failing: search which tensors to keep in float (qbench.fallback), reported as "int8-mixed"
+    # the INT8 search (qbench.search): calibrator sweep judged on held-out data, then, when no
+    # calibrator passes, sensitivity + the smallest set of layers kept in float ("int8-mixed");
+    # fallback=False (--no-fallback) skips the sensitivity and the mixed search, not the sweep
     fallback: bool = True
     max_float: int = 8
+    calib_fraction: float = 0.5  # share of the samples that calibrate in the search; the rest judge
+    seed: int = 0
+    search_time_s: float | None = 600.0  # time budget of sensitivity + mixed search (None: no limit)
+    sensitivity: str = "auto"  # auto: only when no calibrator passes; always; never
+    sensitivity_layers: int | None = None  # measure at most N layers by the task (None: every layer)
     store: Path | None = None  # SQLite file; default: <out>/../qbench.sqlite
     fp16_mode: str = "auto"  # likely | worst | both | auto (qbench.fp16_stage)
     progress: bool = True
@@ -58,10 +65,11 @@ class RunOutcome:
     comparisons: dict = field(default_factory=dict)
     ranges: object = None
     run_ids: list = field(default_factory=list)
+    search: object = None  # qbench.search.SearchOutcome (None when INT8 was not a candidate)
 
 
 def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
-    from qbench.advise import passes, recommend
+    from qbench.advise import recommend
     from qbench.calibrate import calibrate
     from qbench.compare import compare_precision
     from qbench.data import load_dataset
@@ -134,12 +142,14 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             echo(f"qbench: warning: {note}")
             hazards.append(note)
 
-    extras = []
-    if cfg.fallback and "int8" in comparisons and not passes(candidates[cfg.precisions.index("int8")]):
-        mixed, section = _fallback(cfg, graph, dataset, ranges, comparisons["int8"], out, echo, reference, judge)
-        comparisons[MIXED] = mixed.comparison
-        candidates.insert(cfg.precisions.index("int8") + 1, _mixed_candidate(cfg, mixed, out))
-        extras.append(section)
+    extras, search = [], None
+    if "int8" in comparisons:
+        search, mixed, sections = _search(cfg, graph, dataset, comparisons["int8"], out, echo, reference, judge,
+                                          ranges if cfg.ranges else None)
+        extras += sections
+        if mixed is not None:
+            comparisons[MIXED] = mixed.comparison
+            candidates.insert(cfg.precisions.index("int8") + 1, mixed.candidate)
 
     if "fp16" in cfg.precisions:  # worst-case FP16 candidate, headroom, fixes (qbench.fp16_stage)
         from qbench.fp16_stage import assumption_note, run_fp16_stage
@@ -164,7 +174,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         run_ids = [store.record_run(graph.name, graph.digest, c, data_dir=str(cfg.data), samples=len(dataset),
                                     recommendation=recommendation.precision, report_path=str(report))
                    for c in candidates]
-    return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids)
+    return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids, search)
 
 
 def _placement(cfg: RunConfig) -> str:
@@ -190,51 +200,82 @@ def _placement_disagreement(cfg: RunConfig, graph, dataset, ranges, likely, refe
             "build the engine and simulate it as built (qbench simulate --layer-info)")
 
 
-def _fallback(cfg: RunConfig, graph, dataset, ranges, int8, out: Path, echo, reference, judge):
-    """Run the fallback search from the INT8 comparison; save its comparison like the others."""
-    from qbench.compare.entry import judge_precision
-    from qbench.fallback import search_fallback
+def _search(cfg: RunConfig, graph, dataset, int8, out: Path, echo, reference, judge, given=None):
+    """The search stage (qbench.search): sweep, sensitivity, mixed search and ``<out>/int8-best``.
+    Returns (outcome, mixed candidate or None, report sections)."""
     from qbench.report import ExtraSection
+    from qbench.search import SearchOptions, find_int8
+    from qbench.search.holdout import subset
 
-    echo(f"qbench: INT8 fails; searching for at most {cfg.max_float} tensor(s) to keep in float "
-         "(each step re-runs the INT8 comparison; --no-fallback skips this)")
-    started = time.perf_counter()
-    result = search_fallback(graph, dataset, ranges, int8, max_float=cfg.max_float, limit=cfg.compare_limit,
-                             progress=cfg.progress, keep_float=cfg.keep_float, echo=echo, reference=reference)
-    if judge is not None:  # the search compares tensors; the candidate it ends with is judged like the others
-        result.comparison.task, result.comparison.pictures = judge_precision(
-            graph, dataset, "int8", ranges, judge, keep_float=result.keep_float, limit=cfg.compare_limit, progress=cfg.progress)
-        echo(f"qbench: {MIXED}: {_task_line(result.comparison.task)}")
-    result.comparison.save(out / MIXED)
-    verdict = "passes" if result.passed else "still fails"
-    echo(f"qbench: {MIXED}: {verdict} with {len(result.kept)} tensor(s) kept in float "
-         f"({', '.join(result.kept) or 'none'}) after {len(result.steps) - 1} comparison(s) in "
-         f"{time.perf_counter() - started:.1f} s")
-    text = (f"Greedy search over the ONNX Runtime CPU simulation (not TensorRT): each step keeps one more tensor or node "
-            f"in float, re-runs the INT8 comparison on the same samples and stops when the outputs pass (at most "
-            f"{cfg.max_float}). Result: INT8 {verdict} with {len(result.kept)} kept "
-            f"({', '.join(result.kept) or 'none'}). Reproduce: {_reproduce(cfg, result, out)}")
-    return result, ExtraSection("INT8 fallback search", result.steps, text)
+    limit = max(x for x in (cfg.calib_limit, cfg.compare_limit) if x) if (cfg.calib_limit or cfg.compare_limit) else None
+    data = subset(dataset, range(min(limit, len(dataset)))) if limit else dataset
+    culprits = tuple(int8.culprits["tensor"]) if getattr(int8, "culprits", None) is not None and len(int8.culprits) else ()
+    # the search judges with the run's judge settings (labels found beside the data included)
+    labels = judge.labels.path if judge is not None and judge.labels is not None else cfg.labels
+    options = SearchOptions(task=cfg.task or "generic", judge_options=dict(cfg.task_options or {}), labels=labels,
+                            calib_fraction=cfg.calib_fraction, seed=cfg.seed, batch_size=cfg.batch_size,
+                            keep_float=tuple(cfg.keep_float), max_float=cfg.max_float, time_budget_s=cfg.search_time_s,
+                            sensitivity=cfg.sensitivity if cfg.fallback else "never", search=cfg.fallback,
+                            sensitivity_layers=cfg.sensitivity_layers,
+                            progress=cfg.progress, culprits=culprits,
+                            extra_candidates={"given": given} if given is not None else None)
+    echo("qbench: searching for an INT8 that ships: every calibrator judged on held-out samples"
+         + ("" if cfg.fallback else " (--no-fallback: no sensitivity, no mixed search)"))
+    outcome = find_int8(graph, data, out, options, model_path=cfg.model, echo=echo)
+    echo(f"qbench: search: {outcome.sentence()}")
+    part = outcome.sweep.part
+    sections = [ExtraSection("INT8 per calibrator (task verdict, held out)", outcome.rows(),
+                             f"{outcome.holdout.describe()}. Every figure is from the {part}. {outcome.sentence()} "
+                             f"Deployable files: {outcome.folder}.")]
+    if outcome.sensitivity is not None:
+        images = ()
+        if outcome.chart is not None:
+            images = (("Layer sensitivity by task score (red, starred: culprits of the diagnosis)",
+                       Path(outcome.chart).read_bytes()),)
+        sens = outcome.sensitivity
+        sections.append(ExtraSection("Layer sensitivity (task metric)", sens.frame,
+                                     f"For each quantized layer, on the {sens.part}: the task-score change when only it "
+                                     f"is kept in float (gain_if_float) and when only it is quantized (loss_alone); "
+                                     f"{sens.runs} variants of one gated model in {sens.seconds:.1f} s.", images))
+    mixed = None
+    if outcome.mixed is not None:
+        m = outcome.mixed
+        sections.append(ExtraSection("Mixed-precision search (Pareto: layers in float vs task score)", m.table,
+                                     f"{m.stopped} ({len(m.table)} sets judged in {m.seconds:.1f} s on the "
+                                     f"{outcome.sweep.part}). Judged by the task verdict, simulated on the CPU (not TensorRT)."))
+        if outcome.best is not None and outcome.best.keep_float:
+            mixed = _mixed_candidate(cfg, graph, dataset, outcome, out, reference, judge)
+    return outcome, mixed, sections
 
 
-def _reproduce(cfg: RunConfig, result, out: Path) -> str:
-    import shlex
+def _mixed_candidate(cfg: RunConfig, graph, dataset, outcome, out: Path, reference, judge):
+    """The int8-mixed candidate: the shipped configuration compared layer by layer like the others."""
+    from types import SimpleNamespace
 
-    return (f"qbench simulate {shlex.quote(str(cfg.model))} --precision int8 --ranges "
-            f"{shlex.quote(str(out / 'calibration.cache'))} {result.flags()} -o {shlex.quote(str(out / 'model.int8-mixed.onnx'))}")
-
-
-def _mixed_candidate(cfg: RunConfig, result, out: Path):
+    from qbench.compare import compare_precision
     from qbench.report import CandidateResult
 
-    cmp = result.comparison
+    best = outcome.best
+    cmp = compare_precision(graph, dataset, "int8", best.ranges, keep_float=best.keep_float, reference=reference,
+                            limit=cfg.compare_limit, progress=cfg.progress, judge=judge)
+    cmp.save(out / MIXED)
     meta = dict(cmp.meta)
-    meta["source"] = (f"ONNX Runtime CPU simulation of INT8 with {len(result.keep_float)} tensors kept in float "
-                      "(fallback search) — not TensorRT")
+    meta["source"] = (f"ONNX Runtime CPU simulation of INT8 ({best.calibrator} ranges) with {len(best.keep_float)} layers "
+                      "kept in float (qbench.search) — not TensorRT")
     meta["simulated"] = True
-    meta["keep_float"] = result.keep_float
-    meta["reproduce"] = _reproduce(cfg, result, out)
-    return CandidateResult(MIXED, cmp.tensors, cmp.findings, cmp.unmatched, meta, task=cmp.task, pictures=cmp.pictures)
+    meta["keep_float"] = list(best.keep_float)
+    meta["task_result"] = best.result.to_dict() if hasattr(best.result, "to_dict") else {}
+    meta["reproduce"] = _reproduce(cfg, best, out)
+    return SimpleNamespace(comparison=cmp, candidate=CandidateResult(MIXED, cmp.tensors, cmp.findings, cmp.unmatched, meta,
+                                                                     task=cmp.task, pictures=cmp.pictures))
+
+
+def _reproduce(cfg: RunConfig, best, out: Path) -> str:
+    import shlex
+
+    flags = " ".join(f"--keep-float {shlex.quote(n)}" for n in best.keep_float)
+    return (f"qbench simulate {shlex.quote(str(cfg.model))} --precision int8 --ranges "
+            f"{shlex.quote(str(out / 'int8-best' / 'calibration.cache'))} {flags} -o {shlex.quote(str(out / 'model.int8-mixed.onnx'))}")
 
 
 def make_run_judge(cfg: RunConfig, graph, dataset, echo):

@@ -32,9 +32,21 @@ def _options(func):
                      help="INT8 placement: TensorRT's likely kernel choices, every tensor it could store in INT8 "
                           "(worst), or likely plus a warning when worst changes the verdict (both)."),
         click.option("--fallback/--no-fallback", default=True, show_default=True,
-                     help="When INT8 fails, search which tensors to keep in float (candidate int8-mixed)."),
+                     help="When no calibrator passes, rank layer sensitivity and search the smallest set of layers "
+                          "to keep in float (candidate int8-mixed). --no-fallback keeps only the calibrator sweep."),
         click.option("--max-float", type=click.IntRange(min=0), default=8, show_default=True,
-                     help="Most tensors the fallback search may keep in float."),
+                     help="Most layers the mixed-precision search may keep in float."),
+        click.option("--calib-fraction", type=float, default=0.5, show_default=True,
+                     help="Share of the samples that calibrate in the search; the rest (held out) judge."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration/judging split."),
+        click.option("--search-time", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+                     help="Time budget in seconds for sensitivity and mixed search; without --sensitivity-layers, "
+                          "the layers measured by the task are as many as fit 70% of it."),
+        click.option("--sensitivity", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+                     help="Per-layer sensitivity: only when no calibrator passes (auto), always, or never."),
+        click.option("--sensitivity-layers", type=click.IntRange(min=1), default=None,
+                     help="Measure at most N layers by the task metric (the diagnosis's culprits, then the layers "
+                          "with the most quantization noise first) [as many as fit --search-time]."),
         click.option("--fp16-mode", type=click.Choice(["auto", "likely", "worst", "both"]), default="auto", show_default=True,
                      help="FP16 assumptions: likely (BN folded, FP32 accumulation), worst (BN unfolded, FP16 "
                           "accumulation), both, or auto (worst too when the headroom analysis finds a risk)."),
@@ -45,6 +57,7 @@ def _options(func):
 
 
 def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, placement, fallback, max_float, fp16_mode,
+         calib_fraction, seed, search_time, sensitivity, sensitivity_layers,
          task, labels, task_option, max_drop, min_agreement, evaluator, default_task="generic", default_options=None,
          quiet=False) -> None:
     # --out (report folder, default reports/<model>), --limit and --quiet come from common_options
@@ -53,7 +66,9 @@ def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_f
     cfg = RunConfig(model=Path(model), data=Path(data), out=out, precisions=tuple(precisions) or PRECISIONS,
                     method=method, ranges=ranges, calib_limit=limit, compare_limit=limit, batch_size=batch_size,
                     keep_float=tuple(keep_float), placement=placement, fallback=fallback, max_float=max_float, fp16_mode=fp16_mode,
-                    task=task, task_options=options, labels=labels, progress=not quiet)
+                    task=task, task_options=options, labels=labels, progress=not quiet,
+                    calib_fraction=calib_fraction, seed=seed, search_time_s=search_time, sensitivity=sensitivity,
+                    sensitivity_layers=sensitivity_layers)
     outcome = run_pipeline(cfg, echo=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True)))
     rec = outcome.recommendation
     click.echo(f"recommendation: {rec.precision} — {rec.reason}", err=True)

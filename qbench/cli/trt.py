@@ -35,8 +35,11 @@ def _shapes(specs: tuple[str, ...]) -> dict:
 
 
 @click.command("build")
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.argument("model", type=click.Path(path_type=Path), required=False)
+@click.option("--from", "from_dir", type=click.Path(path_type=Path), default=None,
+              help="Build the INT8 configuration of a search's int8-best folder (model, calibration cache, layers "
+                   "kept in float); replaces MODEL, --precision and --cache.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="[fp32]")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="Calibration data folder (INT8).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Calibration cache or qbench ranges JSON: read if present, written after 10.x calibration.")
@@ -49,13 +52,30 @@ def _shapes(specs: tuple[str, ...]) -> dict:
 @click.option("--engine-cache", type=click.Path(path_type=Path), default=None, help="Folder of cached engines.")
 @click.option("--capture", type=click.Choice(["none", "debug", "unfused", "outputs"]), default="none", show_default=True,
               help="Layer-wise capture built into the engine (see docs/TENSORRT.md).")
-def build_command(model, precision, data, cache, output, batch_size, limit, shapes, workspace_mb, timing_cache,
+def build_command(model, from_dir, precision, data, cache, output, batch_size, limit, shapes, workspace_mb, timing_cache,
                   engine_cache, capture):
-    """Build a TensorRT engine from the ONNX MODEL (10.x: builder flags; 11.x: strongly typed)."""
+    """Build a TensorRT engine from the ONNX MODEL (10.x: builder flags; 11.x: strongly typed), or
+    from a search's int8-best folder (--from)."""
     from qbench.tensorrt.builder import BuildOptions, build_engine
 
+    layer_precisions = {}
+    if from_dir is not None:
+        from qbench.search.deploy import read
+
+        if model is not None or cache is not None or precision not in (None, "int8"):
+            raise QbenchError("--from gives the model, the calibration cache and the precision; drop MODEL, --cache "
+                              "and --precision")
+        found = read(from_dir)
+        model, cache, precision = found["model"], found["cache"], "int8"
+        layer_precisions = {name: found["float_precision"] for name in found["keep_float"]}
+        click.echo(f"qbench: building {from_dir}: INT8, {len(layer_precisions)} layer(s) kept in "
+                   f"{found['float_precision']} (search verdict: {found['verdict'].get('verdict', '?')})", err=True)
+    elif model is None:
+        raise QbenchError("give the ONNX MODEL to build, or --from <out>/int8-best")
+    precision = precision or "fp32"
     opts = BuildOptions(workspace_mb=workspace_mb, calib_batch_size=batch_size, calib_limit=limit,
-                        shapes=_shapes(shapes), timing_cache=timing_cache, engine_cache=engine_cache, capture=capture)
+                        shapes=_shapes(shapes), timing_cache=timing_cache, engine_cache=engine_cache, capture=capture,
+                        layer_precisions=layer_precisions)
     result = build_engine(model, precision, data=data, cache=cache, options=opts)
     result.save(output)
     click.echo(f"TensorRT {result.trt_version}: {result.path_description}", err=True)

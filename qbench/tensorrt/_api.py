@@ -14,7 +14,7 @@ METHODS: dict[str, dict[str, str]] = {
     "INetworkDefinition": {"num_inputs": BOTH, "get_input": BOTH, "num_layers": BOTH, "get_layer": BOTH,
                            "num_outputs": BOTH, "get_output": BOTH, "mark_debug": BOTH, "mark_output": BOTH,
                            "mark_unfused_tensors_as_debug_tensors": BOTH},
-    "ILayer": {"num_outputs": BOTH, "get_output": BOTH},
+    "ILayer": {"num_outputs": BOTH, "get_output": BOTH, "name": BOTH, "precision": V10},
     "ITensor": {"name": BOTH, "shape": BOTH, "dtype": BOTH},
     "OnnxParser": {"parse": BOTH, "num_errors": BOTH, "get_error": BOTH},
     "ParserError": {"desc": BOTH},

@@ -47,6 +47,9 @@ class BuildOptions:
     capture: str = "none"
     capture_tensors: list[str] | None = None  # None = every tensor
     fp16_fallback: bool = False  # 10.x INT8: also allow FP16 for layers left unquantized
+    # layer (ONNX node) name -> "fp32" | "fp16": layers kept out of INT8 (qbench.search's int8-best).
+    # 10.x: layer.precision with OBEY_PRECISION_CONSTRAINTS; 11.x: no Q/DQ on those nodes.
+    layer_precisions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -220,7 +223,36 @@ def _configure_v10(trt, config, network, precision, profile, dataset, ranges, ca
     config.int8_calibrator = calibrator
     if profile is not None:
         config.set_calibration_profile(profile)
+    _constrain_layers_v10(trt, config, network, options.layer_precisions)
     return calibrator
+
+
+LAYER_TYPES = {"fp32": "float32", "fp16": "float16"}
+
+
+def _constrain_layers_v10(trt, config, network, layer_precisions: dict) -> list[str]:
+    """Pin the named layers to FP32/FP16 and make TensorRT obey (NVIDIA's developer guide, "Layer
+    Level Control of Precision": ``layer.precision`` + ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS``).
+    Returns the names no layer of the network carries (the parser names layers after ONNX nodes)."""
+    if not layer_precisions:
+        return []
+    unknown = sorted(set(layer_precisions.values()) - set(LAYER_TYPES))
+    if unknown:
+        raise QbenchError(f"layer precision must be one of {', '.join(LAYER_TYPES)}, not {unknown[0]!r}")
+    if "fp16" in layer_precisions.values():
+        config.set_flag(trt.BuilderFlag.FP16)
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    found = set()
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.name in layer_precisions:
+            layer.precision = getattr(trt, LAYER_TYPES[layer_precisions[layer.name]])
+            found.add(layer.name)
+    missing = sorted(set(layer_precisions) - found)
+    if missing:
+        raise QbenchError(f"no TensorRT layer named {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                          + ": the ONNX parser names layers after the model's nodes; build from the int8-best folder's model.onnx")
+    return missing
 
 
 def _release_calibrator_v10(config, calibrator):
@@ -252,7 +284,10 @@ def _typed_model_v11(graph: ModelGraph, precision: str, ranges, dataset, options
     from qbench.simulate import build_int8_model
 
     notes.append("11.x INT8: strongly typed network from qbench's Q/DQ model; unquantized layers run in FP32")
-    return build_int8_model(graph, ranges).model, ranges, notes
+    keep = list(options.layer_precisions)
+    if keep:
+        notes.append(f"11.x INT8: {len(keep)} layer(s) kept in float (no Q/DQ on them)")
+    return build_int8_model(graph, ranges, keep_float=keep).model, ranges, notes
 
 
 # -- shared ----------------------------------------------------------------------------------------
