@@ -183,18 +183,19 @@ def _placement(cfg: RunConfig) -> str:
 
 def _placement_disagreement(cfg: RunConfig, graph, dataset, ranges, likely, reference, judge) -> str | None:
     """Run INT8 with the worst placement too; a sentence when its verdict differs from the likely one."""
-    from qbench.advise import passes
+    from qbench.advise import Thresholds, evaluate
     from qbench.compare import compare_precision
     from qbench.report import CandidateResult
 
     worst = compare_precision(graph, dataset, "int8", ranges, keep_float=cfg.keep_float, reference=reference,
                               limit=cfg.compare_limit, progress=cfg.progress, placement="worst", judge=judge)
-    verdicts = {"likely": passes(likely), "worst": passes(CandidateResult("int8", worst.tensors, worst.findings,
-                                                                           worst.unmatched, dict(worst.meta),
-                                                                           task=worst.task))}
+    worst_candidate = CandidateResult("int8", worst.tensors, worst.findings, worst.unmatched, dict(worst.meta),
+                                      task=worst.task)
+    # the verdicts themselves (pass / fail / inconclusive), as the recommendation reads them
+    verdicts = {name: evaluate(c, Thresholds())["verdict"] for name, c in (("likely", likely), ("worst", worst_candidate))}
     if verdicts["likely"] == verdicts["worst"]:
         return None
-    word = {True: "passes", False: "fails"}
+    word = {"pass": "passes", "fail": "fails", "inconclusive": "is inconclusive"}
     return (f"INT8 {word[verdicts['likely']]} with TensorRT's likely INT8 placement but {word[verdicts['worst']]} with the "
             "worst one (every tensor TensorRT could store in INT8): the verdict depends on the kernels TensorRT picks; "
             "build the engine and simulate it as built (qbench simulate --layer-info)")
