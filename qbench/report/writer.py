@@ -280,9 +280,14 @@ def _table_context(df: pd.DataFrame) -> dict:
     return {"columns": [str(c) for c in df.columns], "rows": [list(r) for r in df.itertuples(index=False, name=None)]}
 
 
+HEADER_SKIP = {"recommendation_note"}
+
+
 def _meta_items(meta: dict) -> list[tuple[str, str]]:
     items = []
     for k, v in meta.items():
+        if k in HEADER_SKIP:  # shown where it belongs (the recommendation), not as a raw value
+            continue
         if isinstance(v, float):
             v = html.fmt(v)
         if k == "generated_at" and isinstance(v, str):
