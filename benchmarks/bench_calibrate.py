@@ -26,6 +26,8 @@ import time
 from itertools import cycle, islice
 from pathlib import Path
 
+from benchlib import default_data_at
+
 
 SMOKE_SIZE = 128
 
@@ -35,16 +37,7 @@ def _data_dir(size: int | None) -> Path:
 
     if size is None:
         return DEFAULT_DATA
-    folder = Path(tempfile.gettempdir()) / f"qbench_bench_calib_{size}"
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((DEFAULT_DATA / "manifest.json").read_text())
-    manifest["inputs"]["x"]["size"] = [size, size]
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    for image in sorted((DEFAULT_DATA / "images").iterdir())[:2]:
-        target = folder / "images" / image.name
-        if not target.exists():
-            target.write_bytes(image.read_bytes())
-    return folder
+    return default_data_at(Path(tempfile.gettempdir()) / f"qbench_bench_calib_{size}", size, count=2)
 
 
 def _feeds(n: int, batch: int, size: int | None):

@@ -14,11 +14,12 @@ Usage: python benchmarks/bench_compare.py [--samples N] [--rounds 3] [--method m
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import resource
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import default_data_at, in_child
 
 
 def _rss_mb() -> float:
@@ -89,31 +90,6 @@ def _calibrate(samples: int, method: str, path: str, data: str, queue) -> None:
     queue.put({})
 
 
-def _small_data(dest: Path, size: int) -> str:
-    """The bundled images' manifest at size x size, for --smoke."""
-    import json
-    import shutil
-
-    from qbench.defaults import DEFAULT_DATA
-
-    shutil.copytree(DEFAULT_DATA, dest)
-    manifest = json.loads((dest / "manifest.json").read_text())
-    for spec in manifest["inputs"].values():
-        spec["size"] = [size, size]
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return str(dest)
-
-
-def _in_child(target, *args) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=4)
@@ -127,15 +103,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data, size = str(DEFAULT_DATA), "640x640"
         if args.smoke:
-            args.samples, args.rounds, data, size = 1, 1, _small_data(Path(tmp) / "small", 128), "128x128 (smoke)"
+            args.samples, args.rounds, data, size = 1, 1, str(default_data_at(Path(tmp) / "small", 128)), "128x128 (smoke)"
         ranges = str(Path(tmp) / "ranges.json")
-        _in_child(_calibrate, args.samples, args.method, ranges, data)
+        in_child(_calibrate, args.samples, args.method, ranges, data)
         # alternate the two stages and keep each one's fastest round: the machine is shared, and
         # interleaving exposes both to the same background load
         p = args.precision
-        rounds = [(_in_child(_stage, "runs", args.samples, ranges, p, data),
-                   _in_child(_stage, "compare", args.samples, ranges, p, data)) for _ in range(args.rounds)]
-        one = _in_child(_stage, "compare", 1, ranges, p, data)
+        rounds = [(in_child(_stage, "runs", args.samples, ranges, p, data),
+                   in_child(_stage, "compare", args.samples, ranges, p, data)) for _ in range(args.rounds)]
+        one = in_child(_stage, "compare", 1, ranges, p, data)
     runs = min((r for r, _ in rounds), key=lambda r: r["seconds"])
     full = min((c for _, c in rounds), key=lambda c: c["seconds"])
     what = f"INT8 ({args.method} ranges)" if args.precision == "int8" else "FP16"

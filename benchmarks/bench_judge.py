@@ -22,27 +22,14 @@ and prints its ratios, not the figures).
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing as mp
 import resource
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from benchlib import default_data_at, in_child
+
 VARIANTS = {"without": (None, {}), "generic": ("generic", {}), "segment": ("segment", {"threshold": 0.3})}
-
-
-def _data(dest: Path, size: int) -> Path:
-    """The default images with the manifest resized to size x size (same preprocessing otherwise)."""
-    from qbench.defaults import DEFAULT_DATA
-
-    shutil.copytree(DEFAULT_DATA, dest)
-    manifest = json.loads((dest / "manifest.json").read_text())
-    for spec in manifest["inputs"].values():
-        spec["size"] = [size, size]
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return dest
 
 
 def _run(variant: str, data: str, out: str, samples: int, queue) -> None:
@@ -65,16 +52,6 @@ def _cpu() -> float:
     return use.ru_utime + use.ru_stime
 
 
-def _in_child(*args) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_run, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=4)
@@ -85,8 +62,8 @@ def main() -> None:
     if args.smoke:
         args.samples, args.rounds, args.size = 2, 1, 128
     with tempfile.TemporaryDirectory() as tmp:
-        data = _data(Path(tmp) / "data", args.size)
-        rounds = [{v: _in_child(v, str(data), str(Path(tmp) / f"{v}{r}"), args.samples) for v in VARIANTS}
+        data = default_data_at(Path(tmp) / "data", args.size)
+        rounds = [{v: in_child(_run, v, str(data), str(Path(tmp) / f"{v}{r}"), args.samples) for v in VARIANTS}
                   for r in range(args.rounds)]
     best = {v: min((r[v] for r in rounds), key=lambda x: x["seconds"]) for v in VARIANTS}
     cpu = {v: min(r[v]["cpu"] for r in rounds) for v in VARIANTS}

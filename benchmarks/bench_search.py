@@ -16,26 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchlib import default_data_at
+
 TARGET = 10.0
-
-
-def small_data(dest: Path, size: int, count: int) -> Path:
-    """The bundled images (the first ``count``) with the manifest resized to ``size``x``size``."""
-    from qbench.defaults import DEFAULT_DATA
-
-    (dest / "images").mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((DEFAULT_DATA / "manifest.json").read_text())
-    manifest["inputs"]["x"]["size"] = [size, size]
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    for image in sorted((DEFAULT_DATA / "images").iterdir())[:count]:
-        shutil.copy(image, dest / "images" / image.name)
-    return dest
 
 
 def measure(samples: int, size: int, max_float: int, layers: int | None = None) -> dict:
@@ -51,7 +39,7 @@ def measure(samples: int, size: int, max_float: int, layers: int | None = None) 
 
     graph = ModelGraph.from_path(DEFAULT_MODEL)
     with tempfile.TemporaryDirectory() as tmp:
-        data = load_dataset(small_data(Path(tmp) / "data", size, samples), graph.inputs)
+        data = load_dataset(default_data_at(Path(tmp) / "data", size, samples), graph.inputs)
         candidates, histograms = calibrate_all(graph, data, ("minmax",))
         ranges = candidates["minmax"]
         t0 = time.perf_counter()

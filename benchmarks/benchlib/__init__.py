@@ -1,0 +1,39 @@
+"""What several benchmarks share: the bundled data at another size, and a measurement in a fresh
+process (so imports, caches and memory of one stage do not flatter the next)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import shutil
+from pathlib import Path
+
+
+def default_data_at(dest: Path, size: int, count: int | None = None) -> Path:
+    """The bundled images (the first ``count``, or all) in ``dest`` with the manifest's input size
+    set to ``size`` x ``size``; the preprocessing is otherwise the bundled one. Images already in
+    ``dest`` are kept, so a cache folder can be reused between runs."""
+    from qbench.defaults import DEFAULT_DATA
+
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((DEFAULT_DATA / "manifest.json").read_text())
+    for spec in manifest["inputs"].values():
+        spec["size"] = [size, size]
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    images = sorted((DEFAULT_DATA / "images").iterdir())
+    for image in images[:count] if count is not None else images:
+        target = dest / "images" / image.name
+        if not target.exists():
+            shutil.copy(image, target)
+    return dest
+
+
+def in_child(target, *args) -> dict:
+    """``target(*args, queue)`` in a spawned process; what it puts on the queue."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
