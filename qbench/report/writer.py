@@ -105,9 +105,7 @@ def write_report(out_dir, model_name: str, candidates: list[CandidateResult], ra
             png = fn()
             if png is None:
                 continue
-            name = f"plot_{key}_{slug}.png"
-            atomic.write_bytes(out / name, png)
-            files[f"plot_{key}[{c.precision}]"] = name
+            name = _write_file(out, files, f"plot_{key}[{c.precision}]", f"plot_{key}_{slug}.png", png)
             figs.append({"title": title, "png": png, "file": name})
         task_ctx = None
         if c.task is not None:
@@ -120,16 +118,13 @@ def write_report(out_dir, model_name: str, candidates: list[CandidateResult], ra
 
     overview = plots.outputs_summary(summaries, verdicts)
     if overview is not None:
-        atomic.write_bytes(out / "plot_outputs.png", overview)
-        files["plot_outputs"] = "plot_outputs.png"
+        _write_file(out, files, "plot_outputs", "plot_outputs.png", overview)
     if ranges_frame is not None:
         atomic.write_text(out / "ranges.csv", ranges_frame.to_csv(index=False))
         files["ranges"] = "ranges.csv"
     for k, e in enumerate(extras, 1):
         for j, (caption, png) in enumerate(e.images, 1):
-            name = f"plot_extra{k}_{j}.png"
-            atomic.write_bytes(out / name, png)
-            files[f"extra[{e.title}][{j}]"] = name
+            _write_file(out, files, f"extra[{e.title}][{j}]", f"plot_extra{k}_{j}.png", png)
     files["results"] = "results.json"
 
     atomic.write_text(out / "results.json", results_json.build(
@@ -175,9 +170,7 @@ def _task_context(c: CandidateResult, slug: str, out: Path, files: dict) -> dict
         png = samples.draw(pic, caption)
         if png is None:
             continue
-        name = f"sample_{slug}_{j}.png"
-        atomic.write_bytes(out / name, png)
-        files[f"sample[{c.precision}][{j}]"] = name
+        name = _write_file(out, files, f"sample[{c.precision}][{j}]", f"sample_{slug}_{j}.png", png)
         pictures.append({"caption": caption, "png": png, "file": name})
     interval = t.interval
     return {
@@ -278,6 +271,13 @@ def _recommendation_context(rec: Recommendation, candidates, meta: dict) -> dict
 def _table_context(df: pd.DataFrame) -> dict:
     df = df.reset_index(drop=True)
     return {"columns": [str(c) for c in df.columns], "rows": [list(r) for r in df.itertuples(index=False, name=None)]}
+
+
+def _write_file(out: Path, files: dict, key: str, name: str, data: bytes) -> str:
+    """Write one file of the report folder (atomically) and list it under ``key``; its name."""
+    atomic.write_bytes(out / name, data)
+    files[key] = name
+    return name
 
 
 HEADER_SKIP = {"recommendation_note"}
