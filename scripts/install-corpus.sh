@@ -5,20 +5,11 @@
 # the installed versions already match. Used by scripts/test.sh and scripts/corpus_table.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-}"
-if [ -z "$PY" ]; then
-  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-fi
+. scripts/lib/pip-target.sh
 install_one() {
-  local name="$1" version="$2" dest=".corpus/$1"
-  if [ -f "$dest/.installed" ] && [ "$(cat "$dest/.installed")" = "$version" ]; then
-    return 0
-  fi
-  rm -rf "$dest"
-  mkdir -p "$dest"
-  "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-compile --target "$dest" "$name==$version"
-  echo "$version" > "$dest/.installed"
-  echo "install-corpus: $name $version -> $dest"
+  pip_target_current ".corpus/$1" "$2" && return 0
+  pip_target_install ".corpus/$1" "$2" "$1==$2"
+  echo "install-corpus: $1 $2 -> .corpus/$1"
 }
 # name, version: keep in step with tests/corpus/models.py (PACKAGES)
 install_one silero-vad 6.2.3

@@ -7,22 +7,11 @@
 # Idempotent: a folder whose installed version already matches is left alone (no network).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-}"
-if [ -z "$PY" ]; then
-  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-fi
+. scripts/lib/pip-target.sh
 install_one() {
-  local major="$1" version="$2" dest=".trt-bindings/$1"
-  if [ -f "$dest/.installed" ] && [ "$(cat "$dest/.installed")" = "$version" ] \
-     && [ -d "$dest/tensorrt_bindings" ]; then
-    return 0
-  fi
-  rm -rf "$dest"
-  mkdir -p "$dest"
-  "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-compile \
-    --target "$dest" "tensorrt-cu13-bindings==$version"
-  echo "$version" > "$dest/.installed"
-  echo "install-trt-bindings: tensorrt-cu13-bindings $version -> $dest"
+  pip_target_current ".trt-bindings/$1" "$2" tensorrt_bindings && return 0
+  pip_target_install ".trt-bindings/$1" "$2" "tensorrt-cu13-bindings==$2"
+  echo "install-trt-bindings: tensorrt-cu13-bindings $2 -> .trt-bindings/$1"
 }
 install_one 10 10.16.1.11
 install_one 11 11.4.0.106
