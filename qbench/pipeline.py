@@ -19,6 +19,10 @@ log = logging.getLogger("qbench")
 
 PRECISIONS = ("int8", "fp16")
 MIXED = "int8-mixed"  # the search's candidate: INT8 with some layers kept in float (qbench.search)
+# the default search budget, in INT8 comparisons of the same run (issue 11: search <= 10x a compare),
+# and its floor in seconds (a tiny model's compare takes well under a second)
+SEARCH_BUDGET_FACTOR = 8
+SEARCH_BUDGET_FLOOR_S = 30.0
 
 
 @dataclass
@@ -43,7 +47,9 @@ class RunConfig:
     max_float: int = 8
     calib_fraction: float = 0.5  # share of the samples that calibrate in the search; the rest judge
     seed: int = 0
-    search_time_s: float | None = 600.0  # time budget of sensitivity + mixed search (None: no limit)
+    # time budget of sensitivity + mixed search: seconds, or None for SEARCH_BUDGET_FACTOR times the
+    # INT8 comparison this run just made (the search's cost then scales with the model's)
+    search_time_s: float | None = None
     sensitivity: str = "auto"  # auto: only when no calibrator passes; always; never
     sensitivity_layers: int | None = None  # measure at most N layers by the task (None: every layer)
     store: Path | None = None  # SQLite file; default: <out>/../qbench.sqlite
@@ -210,12 +216,18 @@ def _search(cfg: RunConfig, graph, dataset, int8, out: Path, echo, reference, ju
 
     limit = max(x for x in (cfg.calib_limit, cfg.compare_limit) if x) if (cfg.calib_limit or cfg.compare_limit) else None
     data = subset(dataset, range(min(limit, len(dataset)))) if limit else dataset
+    budget = cfg.search_time_s
+    if budget is None:
+        compare_s = float((int8.meta.get("timing_s") or {}).get("total") or 0.0)
+        budget = max(SEARCH_BUDGET_FLOOR_S, SEARCH_BUDGET_FACTOR * compare_s)
+        echo(f"qbench: search budget {budget:.0f} s ({SEARCH_BUDGET_FACTOR}x the {compare_s:.1f} s INT8 comparison; "
+             "--search-time sets it)")
     culprits = tuple(int8.culprits["tensor"]) if getattr(int8, "culprits", None) is not None and len(int8.culprits) else ()
     # the search judges with the run's judge settings (labels found beside the data included)
     labels = judge.labels.path if judge is not None and judge.labels is not None else cfg.labels
     options = SearchOptions(task=cfg.task or "generic", judge_options=dict(cfg.task_options or {}), labels=labels,
                             calib_fraction=cfg.calib_fraction, seed=cfg.seed, batch_size=cfg.batch_size,
-                            keep_float=tuple(cfg.keep_float), max_float=cfg.max_float, time_budget_s=cfg.search_time_s,
+                            keep_float=tuple(cfg.keep_float), max_float=cfg.max_float, time_budget_s=budget,
                             sensitivity=cfg.sensitivity if cfg.fallback else "never", search=cfg.fallback,
                             sensitivity_layers=cfg.sensitivity_layers,
                             progress=cfg.progress, culprits=culprits,

@@ -244,6 +244,11 @@ def test_pipeline_runs_the_sweep_and_writes_int8_best(lines, tmp_path):
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "INT8 per calibrator" in page and "judging part (held out)" in page
     assert any("no sensitivity, no mixed search" in line for line in said)
+    # no --search-time: the budget is derived from this run's own INT8 comparison (floor 30 s)
+    compare_s = outcome.comparisons["int8"].meta["timing_s"]["total"]
+    budget = [line for line in said if line.startswith("qbench: search budget ")]
+    assert len(budget) == 1 and f"the {compare_s:.1f} s INT8 comparison" in budget[0]
+    assert float(budget[0].split()[3]) >= max(30.0, 8 * compare_s) - 1
 
 
 def test_run_options_are_on_the_command_line():

@@ -39,9 +39,10 @@ def _options(func):
         click.option("--calib-fraction", type=float, default=0.5, show_default=True,
                      help="Share of the samples that calibrate in the search; the rest (held out) judge."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration/judging split."),
-        click.option("--search-time", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
-                     help="Time budget in seconds for sensitivity and mixed search; without --sensitivity-layers, "
-                          "the layers measured by the task are as many as fit 70% of it."),
+        click.option("--search-time", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Time budget in seconds for sensitivity and mixed search [8x the INT8 comparison, at least "
+                          "30 s]; without --sensitivity-layers, the layers measured by the task are as many as fit "
+                          "70% of it."),
         click.option("--sensitivity", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
                      help="Per-layer sensitivity: only when no calibrator passes (auto), always, or never."),
         click.option("--sensitivity-layers", type=click.IntRange(min=1), default=None,
