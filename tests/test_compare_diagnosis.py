@@ -194,3 +194,21 @@ def test_replay_through_a_one_node_converter(graph, small_dataset):
     assert cmp.first_problem["node"] == "p2o.Conv.20" and "introduces the error" in cmp.first_problem["message"]
     replayed = cmp.tensors[cmp.tensors["origin"] != ""]
     assert (replayed[replayed["node"] != "p2o.Conv.20"]["origin"] == "inherited").all()
+
+
+def test_shared_scale_finding_blames_the_concat_only_when_its_scale_zeroes_the_input():
+    import pandas as pd
+
+    from qbench.compare.diagnose import shared_scale_findings
+
+    base = {"index": 0, "node": "sig", "op_type": "Sigmoid", "is_output": False, "ref_min": 0.0, "ref_max": 0.8, "amax": 400.0}
+    frame = pd.DataFrame([
+        {**base, "tensor": "scores", "status": "zero", "int8_zero_frac": 1.0},
+        {**base, "tensor": "other", "status": "divergent", "int8_zero_frac": 1.0},  # not a Concat input
+        {**base, "tensor": "mild", "status": "divergent", "int8_zero_frac": 0.1},  # shared, but not zeroed
+    ])
+    found = shared_scale_findings(frame, {"scores": "cat<1>", "mild": "cat<1>"})
+    assert [(f["tensor"], f["node"], f["op_type"], f["severity"]) for f in found] == [("scores", "cat<1>", "Concat", "error")]
+    assert "max |x| 0.8" in found[0]["message"] and "amax 400" in found[0]["message"] and "100.0%" in found[0]["message"]
+    assert "--keep-float cat<1>" in found[0]["message"]
+    assert shared_scale_findings(frame, {}) == []

@@ -102,6 +102,15 @@ def test_real_detector_head_concat_zeroes_the_scores(tmp_path_factory, request, 
         out = OrtRunner(ModelGraph(fixed.model, name="fixed")).run(feed)["output"]
         # the advice works: the class scores are back (the rest is ordinary INT8 error)
         assert np.corrcoef(out[0, 5], reference[0, 5])[0, 1] > 0.9, method
+    # the comparison's diagnosis blames the Concat, not the Sigmoid, and says how to fix it
+    from qbench.compare.entry import compare_precision
+
+    cmp = compare_precision(graph, dataset, "int8", every["entropy"], limit=1, progress=False, max_replay=4)
+    culprits = [f for f in cmp.findings if f["kind"] in ("shared_scale", "culprit")]
+    assert culprits[0]["kind"] == "shared_scale" and culprits[0]["node"] == HEAD_CONCAT, [f["message"] for f in culprits]
+    assert culprits[0]["tensor"] == "decode/scores" and culprits[0]["severity"] == "error"
+    assert f"--keep-float {HEAD_CONCAT}" in culprits[0]["message"] and "minmax" in culprits[0]["message"]
+    assert not any(f["kind"] == "culprit" and f["tensor"] == "decode/scores" for f in cmp.findings)
 
 
 def test_cli_simulate_worst_placement_warns_about_the_concat(tmp_path, capsys):
@@ -122,6 +131,7 @@ def test_run_names_the_concat_on_console_and_in_the_report(tmp_path):
     from qbench.pipeline import RunConfig, run_pipeline
 
     graph = _tiny_head()
+    graph.model.graph.node[-1].name = "head_concat<b>"  # a model-supplied name the report must escape
     onnx.save(graph.model, tmp_path / "head.onnx")
     data = tmp_path / "data"
     data.mkdir()
@@ -131,9 +141,14 @@ def test_run_names_the_concat_on_console_and_in_the_report(tmp_path):
     lines = []
     run_pipeline(RunConfig(model=tmp_path / "head.onnx", data=data, out=tmp_path / "out", precisions=("int8",),
                            fallback=False, progress=False), echo=lines.append)
-    assert any("head_concat (Concat) quantizes its input 'scores'" in line for line in lines)
+    assert any("head_concat<b> (Concat) quantizes its input 'scores'" in line for line in lines)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert "head_concat" in json.dumps(results)
+    assert "head_concat<b>" in json.dumps(results)
+    # the comparison's findings blame the Concat, and the HTML report lists that finding, escaped
+    findings = [f for c in results["candidates"] for f in c["findings"] if f["kind"] == "shared_scale"]
+    assert findings and findings[0]["node"] == "head_concat<b>" and findings[0]["tensor"] == "scores"
+    page = next((tmp_path / "out").glob("*.html")).read_text()
+    assert "--keep-float head_concat&lt;b&gt;" in page and "head_concat<b>" not in page
     assert (tmp_path / "out" / "calibration.cache.provenance.json").is_file()
 
 

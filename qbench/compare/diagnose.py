@@ -153,3 +153,29 @@ def culprit_findings(frame: pd.DataFrame) -> list[dict]:
             f"#{int(row['culprit_rank'])} culprit: {row['op_type']} {row['node']} introduces the error of {row['tensor']} "
             f"(alone on reference inputs: cosine {row['isolated_cosine']:.4f}, relative L2 {row['isolated_rel_l2']:.3g})"))
     return out
+
+
+def shared_scale_findings(frame: pd.DataFrame, shared_scale: dict[str, str], min_zero_frac: float = 0.5) -> list[dict]:
+    """Culprits that are Concats: a flagged Concat input quantized at the Concat output's scale
+    (``shared_scale``: input tensor -> Concat node, as the INT8 simulation records it) whose values
+    mostly round to zero there. Its own node is not to blame (replayed alone it fails only because
+    of the borrowed scale); the Concat's shared scale is. Needs the ``amax``/``int8_zero_frac``
+    columns measured at the scale the simulation applied (the Concat's)."""
+    out = []
+    if not shared_scale or "int8_zero_frac" not in frame:
+        return out
+    for _, row in frame[frame["tensor"].isin(list(shared_scale)) & (frame["status"] != "ok")].iterrows():
+        zero = row["int8_zero_frac"]
+        if not (zero >= min_zero_frac):
+            continue
+        concat = shared_scale[row["tensor"]]
+        own = max(abs(row["ref_min"]), abs(row["ref_max"]))
+        f = _finding("shared_scale", row, "error",
+                     f"culprit: Concat {concat} gives its input {row['tensor']} ({row['op_type']} {row['node']}) its own "
+                     f"INT8 scale: the input's range is max |x| {own:.4g}, the Concat's amax {row['amax']:.4g} "
+                     f"(step {row['amax'] / 127:.4g}), so {zero:.1%} of its nonzero values round to 0. "
+                     f"Fix: keep the Concat in float (--keep-float {concat}), or split the head (boxes and scores as "
+                     f"separate outputs, not one concatenated tensor), or calibrate with minmax")
+        f.update(node=concat, op_type="Concat")
+        out.append(f)
+    return out

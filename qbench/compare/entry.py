@@ -72,11 +72,13 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
     # range); unoptimised, the model computes exactly the DQ(Q(x)) values the convention promises
     candidate = OrtRunner(sim.model, name=f"{precision} (simulated)", capture=names, optimize=False)
     cmp = compare_runs(graph, reference, candidate, dataset, candidate_model=sim.model, precision=precision,
-                       ranges=ranges if precision == "int8" else None,
+                       ranges=_AppliedRanges(ranges, sim) if precision == "int8" else None,
                        quantized=list(sim.quantized) + list(sim.quantized_inputs) if precision == "int8" else None, **kwargs)
     how = "INT8 (Q/DQ)" if precision == "int8" else f"FP16, {sim.mode} mode"
     if precision == "fp16":
         _add_headroom(cmp, graph, sim)
+    else:
+        _blame_shared_scales(cmp, sim, ranges)
     return _describe(cmp, f"ONNX Runtime CPU simulation of {how} (not TensorRT)", simulated=True)
 
 
@@ -104,6 +106,45 @@ def judge_precision(graph: ModelGraph, dataset, precision: str, ranges, judge, *
         bar.close()
     task, wanted = tap.finish(pictures)
     return task, _pictures(tap, wanted, dataset, reference, candidate)
+
+
+class _AppliedRanges:
+    """``ranges`` as the INT8 simulation applied them: a Concat input is quantized at its Concat
+    output's amax (TensorRT writes Concat inputs into the output buffer), so its saturation and
+    zero-rounding counts are measured at that scale, not at its own calibrated range."""
+
+    def __init__(self, ranges, sim):
+        self._ranges = ranges
+        self._scale_from = dict(getattr(sim, "scale_from", {}) or {})
+        self.method = getattr(ranges, "method", "")
+
+    def __contains__(self, name) -> bool:
+        return name in self._ranges
+
+    def amax(self, name):
+        return self._ranges.amax(self._scale_from.get(name, name))
+
+
+def _blame_shared_scales(cmp: Comparison, sim, ranges) -> None:
+    """A Concat input zeroed by the Concat's shared scale: name the Concat as the culprit, ahead of
+    the ranked culprits, and drop that input's own culprit entry (its node is not at fault)."""
+    from qbench.compare import diagnose
+
+    found = diagnose.shared_scale_findings(cmp.tensors, dict(sim.shared_scale or {}))
+    if not found:
+        return
+    # most mismatched scale first, as the simulate/run header ranks them (calibrated ranges, every sample)
+    from types import SimpleNamespace
+
+    from qbench.simulate.placement import concat_hazards
+
+    plan = SimpleNamespace(concat_of=dict(sim.shared_scale), scale_from=dict(sim.scale_from))
+    rank = {h.tensor: i for i, h in enumerate(concat_hazards(plan, ranges, threshold=float("inf")))}
+    found.sort(key=lambda f: rank.get(f["tensor"], len(rank)))
+    blamed = {f["tensor"] for f in found}
+    rest = [f for f in cmp.findings if not (f["kind"] == "culprit" and f["tensor"] in blamed)]
+    at = next((i for i, f in enumerate(rest) if f["kind"] == "culprit"), len(rest))
+    cmp.findings[:] = rest[:at] + found + rest[at:]
 
 
 def _add_headroom(cmp: Comparison, graph: ModelGraph, sim) -> None:

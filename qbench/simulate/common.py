@@ -36,6 +36,7 @@ class SimulatedModel:
     overflowed_weights: list[str] = field(default_factory=list)  # FP16: weights that became inf
     placement: str = ""  # INT8: "likely", "worst" or "as-built" (qbench.simulate.placement / asbuilt)
     shared_scale: dict = field(default_factory=dict)  # INT8: Concat input -> the Concat whose scale it takes
+    scale_from: dict = field(default_factory=dict)  # INT8: Concat input -> the tensor whose range gives its scale
     fused: dict = field(default_factory=dict)  # INT8: tensor internal to a fused layer -> that layer's name
     # FP16: "likely" or "worst" (qbench.simulate.fp16), the layers accumulated in float16 and, in
     # words, what the simulation assumed the engine does (which BN folds into which layer...)

@@ -108,5 +108,6 @@ def build_int8_model(graph, ranges: Ranges, keep_float=(), placement: str = "lik
         source=graph.name,
         placement=placement,
         shared_scale={name: plan.concat_of[name] for name in plan.scale_from},
+        scale_from=dict(plan.scale_from),
         fused=dict(plan.fused),
     )
