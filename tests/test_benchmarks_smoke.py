@@ -32,6 +32,9 @@ def _sweep(out: str) -> None:
     ratio = re.search(r"ratio pool / sequential: ([0-9.]+)", out)
     assert set(times) == {"sequential", "pool"} and ratio, out
     assert abs(float(ratio.group(1)) - float(times["pool"]) / float(times["sequential"])) < 0.01
+    # the machine's own parallel capacity is measured and printed beside the ratio
+    cap = re.search(r"at ([0-9.]+)x the throughput of one .* no pool can beat ([0-9.]+)", out)
+    assert cap and float(cap.group(1)) > 0 and abs(float(cap.group(2)) - 1 / float(cap.group(1))) < 0.01, out
 
 
 CHECKS = {"bench_calibrate.py": _calibrate, "bench_judge.py": _judge, "bench_sweep.py": _sweep}

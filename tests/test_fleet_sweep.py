@@ -114,3 +114,30 @@ def test_two_model_sweep_on_local_ray_writes_the_index_and_resumes(tmp_path):
     again = run_sweep(load_spec(spec), jobs=2, echo=lambda _: None)
     assert (again.done, again.skipped) == (0, 2)
     assert sqlite3.connect(str(store)).execute("SELECT count(*) FROM runs").fetchone()[0] == before == 2
+
+
+def test_each_pool_worker_gets_its_share_of_the_cores(monkeypatch):
+    """A pool of J cells on C cores gives each worker C // J threads (QBENCH_THREADS), which every
+    ONNX Runtime session and thread pool in qbench then uses, instead of J x C threads on C cores."""
+    import concurrent.futures as cf
+
+    from qbench.cpu import ENV, cpu_threads
+    from qbench.fleet.sweep import _pool_context, _use_threads
+    from qbench.runners import OrtRunner
+
+    monkeypatch.delenv(ENV, raising=False)
+    with cf.ProcessPoolExecutor(1, mp_context=_pool_context(fork=True), initializer=_use_threads,
+                                initargs=(3,)) as pool:
+        assert pool.submit(cpu_threads).result() == 3
+    monkeypatch.setenv(ENV, "1")
+    assert cpu_threads() == 1
+    runner = OrtRunner(_classifier_graph(), capture=None)
+    assert runner.session.get_session_options().intra_op_num_threads == 1
+    monkeypatch.setenv(ENV, "not a number")
+    assert cpu_threads() >= 1  # ignored: every core
+
+
+def _classifier_graph():
+    from qbench.model import ModelGraph
+
+    return ModelGraph.from_path(CLASSIFIER)

@@ -9,7 +9,6 @@ Write a result with ``.write_trt_cache(path)`` (plus its provenance sidecar) or 
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from qbench.calibrate.histogram import GROWTH, MAX_BINS, NUM_BINS, TensorHistogr
 from qbench.calibrate.methods import (DEFAULT_PERCENTILE, DEFAULT_QUANTILE, DEFAULT_REGRESSION_CUTOFF, METHODS,
                                       TRT_ALGORITHM, amax_for, check_legacy, check_method, check_percentile,
                                       check_variant, legacy_amax, method_label, mse_amax, percentile_amax)
+from qbench.cpu import cpu_threads
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.ranges import DEFAULT_TRT_VERSION, Ranges, TensorRange
@@ -117,7 +117,7 @@ def ranges_from_histograms(histograms: dict[str, TensorHistogram], method: str, 
 
     if method == "entropy" and len(seen) > 1:
         # the KL search is a numba kernel that releases the GIL: tensors in parallel threads
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        with ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
             amaxes = dict(zip(seen, pool.map(one, seen.values())))
     else:
         amaxes = {name: one(hist) for name, hist in seen.items()}

@@ -5,13 +5,13 @@ whatever the sample count.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable
 
 import numpy as np
 
 from qbench.calibrate.histogram import GROWTH, MAX_BINS, NUM_BINS, TensorHistogram
+from qbench.cpu import cpu_threads
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.runners import OrtRunner
@@ -35,7 +35,7 @@ class HistogramCollector:
         self.samples = 0
         self.batches = 0
         # numba kernels release the GIL: tensors are folded in parallel threads
-        self._pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max_workers=threads or cpu_threads())
 
     def add(self, values: dict[str, np.ndarray], batch_samples: int) -> None:
         for f in self.submit(values, batch_samples):

@@ -111,7 +111,8 @@ def sweep_command(spec, jobs, ray_address, rerun, out, limit, quiet):
     from qbench.fleet.sweep import load_spec, run_sweep
 
     plan = load_spec(spec, out=out, limit=limit)
-    result = run_sweep(plan, jobs=jobs, ray_address=ray_address, rerun=rerun,
+    # fork=True: this command has run no model and started no thread pool (qbench.fleet.sweep)
+    result = run_sweep(plan, jobs=jobs, ray_address=ray_address, rerun=rerun, fork=True,
                        echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(f"{result.done} cell(s) done ({result.skipped} already finished), {result.failed} failed", err=True)
     click.echo(str(result.index))

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import pandas as pd
 
+from qbench.cpu import cpu_threads
 from qbench.compare import diagnose
 from qbench.compare.diagnose import Thresholds
 from qbench.compare.matching import match_tensors, mismatch_reason
@@ -171,7 +172,7 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
                  candidate_model: onnx.ModelProto | ModelGraph | None = None,
                  make_candidate_model: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
                  precision: str | None = None, ranges=None, quantized: Iterable[str] | None = None,
-                 tensors: Iterable[str] | None = None, progress: bool = True, workers: int = 2,
+                 tensors: Iterable[str] | None = None, progress: bool = True, workers: int | None = None,
                  judge=None, pictures: int = 4) -> Comparison:
     """Compare ``candidate`` against ``reference`` tensor by tensor over the samples of ``dataset``.
 
@@ -180,7 +181,8 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
     iterable of feeds. Replay of flagged nodes uses ``make_candidate_model`` (one FP32 node model ->
     candidate precision) when given, else the node cut out of ``candidate_model`` (default: the
     model of an OrtRunner candidate). ``precision``/``ranges``/``quantized`` add the INT8/FP16
-    statistics columns (computed on the reference values). ``workers``: threads measuring tensors.
+    statistics columns (computed on the reference values). ``workers``: threads measuring tensors
+    (default: 2, or fewer when ``QBENCH_THREADS`` allows fewer).
     ``judge``: a task judge (``qbench.judge.make_judge``); each sample's graph outputs go to its
     accumulator and the result is ``Comparison.task``, with pictures of the ``pictures`` worst
     samples for the report (``qbench.compare.tap``).
@@ -200,6 +202,7 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
     n_samples = 0
     started = time.perf_counter()
     bar = _progress(_count(dataset, limit), progress, f"compare {reference.name} vs {candidate.name}")
+    workers = workers if workers is not None else min(2, cpu_threads())
     pool = ThreadPoolExecutor(workers) if workers > 1 else None
     # the metrics of sample i are folded on a background thread while both runners run sample i+1
     # (ONNX Runtime's single-threaded stretches, e.g. copying out the captured tensors, leave a

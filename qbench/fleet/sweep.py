@@ -34,6 +34,7 @@ import math
 import multiprocessing
 import os
 import re
+import sys
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -256,7 +257,10 @@ def finished(cell: Cell) -> dict | None:
 
 
 def run_sweep(plan: SweepPlan, jobs: int | None = None, ray_address: str | None = None, rerun: bool = False,
-              echo=print) -> SweepResult:
+              echo=print, fork: bool = False) -> SweepResult:
+    """Run the plan's unfinished cells (process pool, or Ray with ``ray_address``) and write the index.
+    ``fork``: this process has run no model and started no thread pool, so pool workers may be forked
+    from it (``_pool_context``); the ``qbench sweep`` command passes True, library callers keep False."""
     started = time.perf_counter()
     atomic.ensure_dir(plan.out)
     rows: dict[Cell, dict] = {}
@@ -289,24 +293,24 @@ def run_sweep(plan: SweepPlan, jobs: int | None = None, ray_address: str | None 
         if ray_address:
             _run_on_ray(todo, ray_address, jobs, finish)
         else:
-            _run_locally(todo, jobs, finish)
+            _run_locally(todo, jobs, finish, fork)
     result.rows = list(rows.values())
     result.elapsed_s = round(time.perf_counter() - started, 2)
     result.index = write_index(plan, result.rows, elapsed_s=result.elapsed_s)
     return result
 
 
-def _run_locally(todo: list[Cell], jobs: int | None, finish) -> None:
+def _run_locally(todo: list[Cell], jobs: int | None, finish, fork: bool = False) -> None:
     workers = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     if workers == 1:  # no pool: the sequential baseline, and the cheapest way to run one cell
         for cell in todo:
             finish(cell, run_cell(cell))
         return
-    # forkserver: workers fork from a clean server that has imported qbench once, not from this
-    # process (which may hold ONNX Runtime thread pools that a plain fork would copy mid-state)
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["qbench.fleet.warm", "qbench.fleet.sweep"])
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    ctx = _pool_context(fork)
+    # each worker gets its share of the cores, not all of them (qbench.cpu says why)
+    share = max(1, (os.cpu_count() or 1) // workers)
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_use_threads,
+                                initargs=(share,)) as pool:
         futures = {pool.submit(run_cell, cell): cell for cell in todo}
         for future in cf.as_completed(futures):
             cell = futures[future]
@@ -315,6 +319,36 @@ def _run_locally(todo: list[Cell], jobs: int | None, finish) -> None:
             except Exception as exc:  # the worker process died (killed, out of memory)
                 row = {**_row(cell), "status": "failed", "error": f"worker died: {type(exc).__name__}: {exc}"}
             finish(cell, row)
+
+
+def _pool_context(fork: bool):
+    """How the pool's workers start. Each must begin with qbench imported and numba's kernels loaded
+    (seconds per process otherwise; ``qbench.fleet.warm``). ``fork``: the caller knows this process
+    has run no model and started no thread pool (the ``qbench sweep`` command), so a plain fork of it,
+    after loading ``warm`` here, gives every worker those imports for free. Otherwise (a notebook, a
+    test) a fork could copy an ONNX Runtime or numba pool half-alive into the child, so the workers
+    come from a forkserver, whose clean server imports ``warm`` once: a second interpreter's start
+    and imports, about 1 s more before the first cell runs."""
+    if fork and "fork" in multiprocessing.get_all_start_methods():
+        import qbench.fleet.warm  # noqa: F401  the forked workers inherit it
+
+        return multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["qbench.fleet.warm", "qbench.fleet.sweep"])
+    return ctx
+
+
+def _use_threads(count: int) -> None:
+    """Worker initializer: this process's thread budget (``QBENCH_THREADS``, read by ``qbench.cpu``)."""
+    from qbench.cpu import ENV
+
+    os.environ[ENV] = str(count)
+
+
+def _run_cell_with_threads(cell: Cell, count: int) -> dict:
+    """``run_cell`` under a thread budget: a Ray task holds ``count`` CPUs of its node, not the node."""
+    _use_threads(count)
+    return run_cell(cell)
 
 
 def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> None:
@@ -340,8 +374,8 @@ def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> Non
         except Exception as exc:  # ConnectionError and Ray's own errors: one line
             raise QbenchError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_cell)
-        pending = {remote.remote(cell): cell for cell in todo}
+        remote = ray.remote(num_cpus=1, max_retries=0)(_run_cell_with_threads)
+        pending = {remote.remote(cell, 1): cell for cell in todo}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(ready[0])

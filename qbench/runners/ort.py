@@ -7,6 +7,7 @@ from typing import Iterable
 import numpy as np
 import onnx
 
+from qbench.cpu import ort_threads
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 
@@ -58,6 +59,7 @@ class OrtRunner:
         options.graph_optimization_level = (
             ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         )
+        threads = ort_threads(threads)
         if threads:
             options.intra_op_num_threads = threads
         if not spinning:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from qbench.cpu import ort_threads
 from qbench.errors import QbenchError
 
 MAX_BATCH = 16
@@ -38,6 +39,7 @@ def session(model: onnx.ModelProto, threads: int | None = None, optimize: bool =
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    threads = ort_threads(threads)
     if threads:
         options.intra_op_num_threads = threads
     try:
