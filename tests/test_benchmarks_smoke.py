@@ -17,6 +17,9 @@ SCRIPTS = sorted((REPO / "benchmarks").glob("*.py"))
 def _calibrate(out: str) -> None:
     assert "entropy calibration / one ORT pass with all activations exposed:" in out
     assert "all 5 calibrators from one pass / entropy alone:" in out
+    # the per-float cost of the fold beside what the 1.2x target leaves for it
+    costs = re.search(r"histogram fold: ([0-9.]+) ns .* \(np.max\): ([0-9.]+) ns; the 1.2x target leaves ([0-9.]+) ns", out)
+    assert costs and all(float(v) > 0 for v in costs.groups()), out
 
 
 def _judge(out: str) -> None:

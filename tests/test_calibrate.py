@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -231,3 +233,14 @@ def test_all_nonfinite_first_batch_waits_for_a_finite_one():
     x = np.linspace(-2, 3, 40_000, dtype=np.float32)
     hist.update(x)
     assert hist.counts.sum() == x.size and hist.minimum == -2 and hist.maximum == 3
+
+
+def test_calibration_session_runs_without_onnx_runtime_memory_arena():
+    """Two batches of activations alive at once fragment ORT's never-shrinking arena: peak RSS then
+    grows with the sample count (benchmarks/bench_calibrate.py, 256 vs 16 samples)."""
+    from qbench.calibrate.collector import calibration_runner
+    from qbench.model import ModelGraph
+
+    graph = ModelGraph.from_path(Path(__file__).parent / "data" / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    assert calibration_runner(graph).session.get_session_options().enable_cpu_mem_arena is False
+    assert OrtRunner(graph, capture=None).session.get_session_options().enable_cpu_mem_arena is True

@@ -38,10 +38,12 @@ class OrtRunner:
 
     ``capture``: "all" for every float activation, a list of tensor names, or None for outputs only.
     ``spinning``: let ORT's thread pool spin-wait for work (off: idle threads yield the CPU).
+    ``arena``: ONNX Runtime's CPU memory arena (off: every allocation goes back to the system when freed).
     """
 
     def __init__(self, model: onnx.ModelProto | ModelGraph, name: str = "onnxruntime-fp32", capture="all",
-                 optimize: bool = True, threads: int | None = None, spinning: bool = False):
+                 optimize: bool = True, threads: int | None = None, spinning: bool = False,
+                 arena: bool = True):
         import onnxruntime as ort
 
         graph = model if isinstance(model, ModelGraph) else ModelGraph(model)
@@ -62,6 +64,7 @@ class OrtRunner:
         threads = ort_threads(threads)
         if threads:
             options.intra_op_num_threads = threads
+        options.enable_cpu_mem_arena = arena
         if not spinning:
             # ORT's pool threads otherwise spin-wait between (and after) runs, burning the cores
             # that the caller's own work (the comparator's metrics, on another thread) needs
