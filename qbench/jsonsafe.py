@@ -48,3 +48,22 @@ def jsonable(value):
 
 def frame_records(df: pd.DataFrame) -> list[dict]:
     return [jsonable(r) for r in df.to_dict("records")]
+
+
+# Columns that may hold text: a tensor or node named "inf" stays a string there.
+TEXT_COLUMNS = {"tensor", "node", "op_type", "shape", "status", "first_problem", "origin", "sample", "name"}
+
+
+def unjson_value(v, text: bool = False):
+    """Undo ``jsonable`` for one value: null is NaN; "inf"/"-inf" are infinities unless ``text``."""
+    if v is None:
+        return math.nan
+    if text:
+        return v
+    return math.inf if v == "inf" else -math.inf if v == "-inf" else v
+
+
+def unjson_row(row: dict) -> dict:
+    """Undo ``jsonable`` for one table row (``TEXT_COLUMNS`` keep their strings)."""
+    return {k: unjson_value(v, k in TEXT_COLUMNS) for k, v in row.items()}
+

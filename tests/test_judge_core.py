@@ -229,3 +229,33 @@ def test_classify_binary_single_score():
     for i, (r, c) in enumerate([(0.9, 0.7), (0.9, 0.4), (0.2, 0.1)]):
         acc.add(i, f"s{i}", {"p": np.array([[r]], np.float32)}, {"p": np.array([[c]], np.float32)}, {})
     assert list(acc.finish().per_sample["top1_agreement"]) == [1.0, 0.0, 1.0]
+
+
+def test_a_saved_task_result_reads_back_whole_with_its_own_worst_order(tmp_path):
+    """comparison.json keeps the judge's result; read back it is a TaskResult again. A classifier
+    ranks its worst samples by probability drop (lower is better) while its primary metric, top-1
+    agreement, is higher-is-better: the order must survive the round trip, as must NaN, inf, a
+    sample file named "inf" and the interval."""
+    import math
+
+    import pandas as pd
+
+    from qbench.compare.result import Comparison
+
+    per_sample = pd.DataFrame({"sample": [0, 1, 2], "name": ["a.npy", "inf", "c.npy"],
+                               "agree": [1.0, 0.0, 1.0], "prob_drop": [0.01, 0.40, float("nan")],
+                               "margin": [float("inf"), 0.2, 0.3]})
+    result = TaskResult("classify", "top1_agreement", {"top1_agreement": 2 / 3, "kl": float("nan")}, per_sample,
+                        "inconclusive", "interval straddles", interval=(0.2, 0.95), more_samples=40, score=2 / 3,
+                        tolerance=0.99, options={"topk": 5}, rank_column="prob_drop", rank_higher_is_better=False)
+    comparison = Comparison(pd.DataFrame({"tensor": ["out"], "cosine": [1.0]}), pd.DataFrame(), task=result)
+    comparison.save(tmp_path)
+    back = Comparison.load(tmp_path).task
+    assert isinstance(back, TaskResult)
+    assert list(back.worst(3)["name"]) == list(result.worst(3)["name"]) == ["c.npy", "inf", "a.npy"]
+    assert back.per_sample["name"].tolist() == ["a.npy", "inf", "c.npy"]  # a name stays a name
+    assert math.isinf(back.per_sample["margin"][0]) and math.isnan(back.metrics["kl"])
+    assert back.interval == (0.2, 0.95) and back.more_samples == 40 and back.tolerance == 0.99
+    assert (back.verdict, back.primary, back.options, back.rank_higher_is_better) == \
+        ("inconclusive", "top1_agreement", {"topk": 5}, False)
+    assert back.to_dict() == result.to_dict()

@@ -7,7 +7,6 @@ rows, unmatched tensors, findings, meta) as standard JSON (NaN/Inf written as nu
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import pandas as pd
 
 from qbench import atomic
 from qbench.errors import QbenchError
-from qbench.jsonsafe import jsonable
+from qbench.jsonsafe import jsonable, unjson_row
+from qbench.judge.result import TaskResult
 
 FORMAT = "qbench-comparison/1"
 
@@ -35,7 +35,7 @@ class Comparison:
     unmatched: list[tuple[str, str]] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
-    # the task judge's verdict on the outputs (qbench.judge.TaskResult; after load: TaskSummary)
+    # the task judge's verdict on the outputs (qbench.judge.TaskResult, also after load)
     task: object = None
     # qbench.compare.tap.SamplePicture of the worst samples by task metric (not saved: arrays)
     pictures: list = field(default_factory=list, repr=False)
@@ -87,51 +87,14 @@ class Comparison:
                 raise ValueError(f"a JSON {type(doc).__name__}, not an object")
             if doc.get("format") != FORMAT:
                 raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
-            tensors = pd.DataFrame([_unjson(r) for r in doc["tensors"]])
-            per_sample = pd.DataFrame([_unjson(r) for r in doc["per_sample"]])
+            tensors = pd.DataFrame([unjson_row(r) for r in doc["tensors"]])
+            per_sample = pd.DataFrame([unjson_row(r) for r in doc["per_sample"]])
             unmatched = [(u["tensor"], u["reason"]) for u in doc["unmatched"]]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise QbenchError(f"{p}: not a qbench comparison ({exc})") from None
         task = doc.get("task")
         return cls(tensors, per_sample, unmatched, doc.get("findings", []), doc.get("meta", {}),
-                   task=TaskSummary.from_dict(task) if isinstance(task, dict) else None)
-
-
-class TaskSummary:
-    """A saved task result read back from comparison.json: the same fields as the judge's
-    TaskResult (task, primary, metrics, per_sample, verdict, reason, interval, more_samples,
-    score), enough for the advisor and the report without re-running the judge."""
-
-    FIELDS = ("task", "note", "primary", "metrics", "verdict", "reason", "interval", "more_samples", "score",
-              "rank_column", "tolerance", "options")
-
-    def __init__(self, doc: dict):
-        for key in self.FIELDS:
-            setattr(self, key, doc.get(key))
-        self.task = str(self.task or "")
-        self.higher_is_better = bool(doc.get("higher_is_better", True))
-        self.options = dict(self.options or {})
-        self.note = str(self.note or "")
-        self.metrics = {k: (math.nan if v is None else v) for k, v in (self.metrics or {}).items()}
-        self.score = float(_unjson_value(self.score, False))
-        self.per_sample = pd.DataFrame([_unjson(r) for r in doc.get("per_sample") or []])
-        self._doc = doc
-
-    @classmethod
-    def from_dict(cls, doc: dict) -> "TaskSummary":
-        return cls(doc)
-
-    def worst(self, k: int = 5) -> pd.DataFrame:
-        """The k worst samples, ordered as the judge ordered them (its rank column and direction)."""
-        ps = self.per_sample
-        column = self.rank_column or self.primary
-        if ps.empty or column not in ps:
-            return ps.head(k)
-        ascending = self.higher_is_better
-        return ps.sort_values(column, ascending=ascending, kind="stable", na_position="first").head(k)
-
-    def to_dict(self) -> dict:
-        return dict(self._doc)
+                   task=TaskResult.from_dict(task) if isinstance(task, dict) else None)
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -144,18 +107,3 @@ def _scalar(v):
     return v
 
 
-# Columns that may hold text: a tensor or node named "inf" stays a string there.
-TEXT_COLUMNS = {"tensor", "node", "op_type", "shape", "status", "first_problem", "origin", "sample"}
-
-
-def _unjson(row: dict) -> dict:
-    return {k: _unjson_value(v, k in TEXT_COLUMNS) for k, v in row.items()}
-
-
-def _unjson_value(v, text: bool):
-    """Undo ``jsonable``: null is NaN; "inf"/"-inf" are infinities only in numeric columns."""
-    if v is None:
-        return math.nan
-    if text:
-        return v
-    return math.inf if v == "inf" else -math.inf if v == "-inf" else v

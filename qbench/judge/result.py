@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from qbench.jsonsafe import jsonable
+from qbench.jsonsafe import jsonable, unjson_row, unjson_value
 
 VERDICTS = ("pass", "fail", "inconclusive")
 
@@ -47,6 +47,7 @@ class TaskResult:
             "higher_is_better": self.higher_is_better,
             "tolerance": self.tolerance,
             "rank_column": self.rank_column or self.primary,
+            "rank_higher_is_better": self.rank_higher_is_better,
             "verdict": self.verdict,
             "reason": self.reason,
             "interval": list(self.interval) if self.interval is not None else None,
@@ -56,3 +57,21 @@ class TaskResult:
             "options": self.options,
             "per_sample": self.per_sample,
         })
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "TaskResult":
+        """The result ``to_dict`` saved (comparison.json, results.json), read back whole: the advisor,
+        the report and ``worst()`` then see what the judge concluded, without running it again."""
+        interval = doc.get("interval")
+        rank_hib = doc.get("rank_higher_is_better")
+        return cls(
+            task=str(doc.get("task") or ""), primary=str(doc.get("primary") or ""),
+            metrics={k: unjson_value(v) for k, v in (doc.get("metrics") or {}).items()},
+            per_sample=pd.DataFrame([unjson_row(r) for r in doc.get("per_sample") or []]),
+            verdict=str(doc.get("verdict") or ""), reason=str(doc.get("reason") or ""),
+            interval=tuple(unjson_value(v) for v in interval) if interval is not None else None,
+            more_samples=doc.get("more_samples"), score=float(unjson_value(doc.get("score"))),
+            note=str(doc.get("note") or ""), higher_is_better=bool(doc.get("higher_is_better", True)),
+            tolerance=unjson_value(doc["tolerance"]) if doc.get("tolerance") is not None else None,
+            options=dict(doc.get("options") or {}), rank_column=doc.get("rank_column"),
+            rank_higher_is_better=None if rank_hib is None else bool(rank_hib))
