@@ -329,7 +329,8 @@ def _pool_context(fork: bool):
     test) a fork could copy an ONNX Runtime or numba pool half-alive into the child, so the workers
     come from a forkserver, whose clean server imports ``warm`` once: a second interpreter's start
     and imports, about 1 s more before the first cell runs."""
-    if fork and "fork" in multiprocessing.get_all_start_methods():
+    # Linux only: macOS lists fork too, but its system libraries are not fork-safe (Python's default there is spawn)
+    if fork and sys.platform.startswith("linux"):
         import qbench.fleet.warm  # noqa: F401  the forked workers inherit it
 
         return multiprocessing.get_context("fork")
