@@ -66,4 +66,3 @@ def unjson_value(v, text: bool = False):
 def unjson_row(row: dict) -> dict:
     """Undo ``jsonable`` for one table row (``TEXT_COLUMNS`` keep their strings)."""
     return {k: unjson_value(v, k in TEXT_COLUMNS) for k, v in row.items()}
-

@@ -19,7 +19,6 @@ import numpy as np
 import onnx
 import pandas as pd
 
-from qbench.cpu import cpu_threads
 from qbench.compare import diagnose
 from qbench.compare.diagnose import Thresholds
 from qbench.compare.matching import match_tensors, mismatch_reason
@@ -27,6 +26,7 @@ from qbench.compare.metrics import SumsAccumulator, derive, pair_sums
 from qbench.compare.replay import ModelIndex, replay_tensor
 from qbench.compare.result import BASE_COLUMNS, DIAGNOSIS_COLUMNS, FP16_COLUMNS, INT8_COLUMNS, Comparison
 from qbench.compare.tap import OutputsTap
+from qbench.cpu import cpu_threads
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.ranges import INT8_MAX

@@ -43,6 +43,7 @@ from pathlib import Path
 import jinja2
 
 from qbench import atomic
+from qbench.cpu import ENV as THREADS_ENV
 from qbench.errors import QbenchError
 
 CELL_FILE = "cell.json"
@@ -341,9 +342,7 @@ def _pool_context(fork: bool):
 
 def _use_threads(count: int) -> None:
     """Worker initializer: this process's thread budget (``QBENCH_THREADS``, read by ``qbench.cpu``)."""
-    from qbench.cpu import ENV
-
-    os.environ[ENV] = str(count)
+    os.environ[THREADS_ENV] = str(count)
 
 
 def _run_cell_with_threads(cell: Cell, count: int) -> dict:
