@@ -117,6 +117,28 @@ def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+# The first ONNX IR version in which an initializer need not also be a graph input (ONNX 1.3, IR.md).
+_IR_INITIALIZERS_OPTIONAL = 4
+
+
+def weights_not_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop graph inputs that are initializers: the weights of IR 3 models (ONNX < 1.3, e.g. the
+    model zoo's DenseNet-121 and Inception v2) must be listed as inputs too, which made every stage
+    take them for run-time data (the Q/DQ model's new scales failed the checker, the FP16 rewrite
+    refused the weights). TensorRT's ONNX parser imports such inputs as weights and qbench never
+    feeds them, so they are weights here too; IR 3 models are raised to IR 4, which allows it."""
+    stored = {t.name for t in model.graph.initializer}
+    if not any(i.name in stored for i in model.graph.input):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    kept = [i for i in out.graph.input if i.name not in stored]
+    del out.graph.input[:]
+    out.graph.input.extend(kept)
+    out.ir_version = max(out.ir_version, _IR_INITIALIZERS_OPTIONAL)
+    return out
+
+
 def model_digest(model: onnx.ModelProto) -> str:
     try:
         return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:16]
@@ -147,12 +169,12 @@ class ModelGraph:
 
     @classmethod
     def from_path(cls, path: str | Path) -> "ModelGraph":
-        model = constants_to_initializers(load_model(path))
+        model = weights_not_inputs(constants_to_initializers(load_model(path)))
         return cls(model=model, name=Path(path).stem)
 
     @classmethod
     def from_proto(cls, model: onnx.ModelProto, name: str = "model") -> "ModelGraph":
-        return cls(model=constants_to_initializers(model), name=name)
+        return cls(model=weights_not_inputs(constants_to_initializers(model)), name=name)
 
     @cached_property
     def digest(self) -> str:
