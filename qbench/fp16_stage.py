@@ -68,13 +68,14 @@ def headroom_section(cfg, graph, dataset, comparisons: dict, out: Path, echo):
     source = comparisons.get("fp16") or comparisons.get(WORST)
     head = source.headroom
     echo(f"qbench: {head.summary()}")
-    rewrite, proof = _rewrite_and_prove(cfg, graph, dataset, head, comparisons, out, echo)
-    return section(head, comparisons, out, str(cfg.model), rewrite, proof)
+    rewrite, proof, skipped = _rewrite_and_prove(cfg, graph, dataset, head, comparisons, out, echo)
+    return section(head, comparisons, out, str(cfg.model), rewrite, proof, skipped)
 
 
-def section(head, comparisons: dict, out: Path, model: str, rewrite=None, proof=None):
+def section(head, comparisons: dict, out: Path, model: str, rewrite=None, proof=None, skipped=()):
     """The ExtraSection from a headroom analysis and the FP16 comparisons at hand (also used by
-    ``qbench compare --precision fp16``); writes the headroom and fix tables beside the report."""
+    ``qbench compare --precision fp16``); writes the headroom and fix tables beside the report.
+    ``skipped``: the pairs at risk the rewrite had to leave alone, each with its reason."""
     from qbench.fp16_fixes import fix_table, precision_flags
     from qbench.report import ExtraSection
     from qbench.report.headroom_plot import headroom_along_graph
@@ -100,6 +101,8 @@ def section(head, comparisons: dict, out: Path, model: str, rewrite=None, proof=
                      "(output vs the original FP32): " + "; ".join(
                          f"{r.variant}: cosine {r.cosine:.4f}, rel L2 {r.rel_l2:.3g}, NaN/Inf {r.nonfinite}"
                          for r in proof.itertuples()) + ".")
+    if skipped:
+        lines.append("No ONNX rewrite for " + "; ".join(skipped) + ".")
     png = headroom_along_graph(head)
     images = (("FP32 peak of every tensor as a fraction of FP16's maximum (log scale)", png),) if png else ()
     return ExtraSection("FP16 headroom and assumptions", fixes, " ".join(lines), images=images)
@@ -112,8 +115,10 @@ def _rewrite_and_prove(cfg, graph, dataset, head, comparisons, out, echo):
     source = comparisons.get("fp16") or comparisons.get(WORST)
     peaks = peaks_from_frame(source.tensors)
     rewrite = make_fp16_safe(graph, peaks, head.fraction)
+    if rewrite.skipped:
+        echo(f"qbench: FP16 rewrite: left alone {'; '.join(rewrite.skipped)}")
     if not rewrite.scaled:
-        return None, None
+        return None, None, rewrite.skipped
     started = time.perf_counter()
     accumulate = comparisons[WORST].meta.get("fp16_accumulated", []) if WORST in comparisons else ()
     proof = prove(graph, rewrite, dataset, limit=1, accumulate=accumulate)
@@ -121,7 +126,7 @@ def _rewrite_and_prove(cfg, graph, dataset, head, comparisons, out, echo):
     atomic.write_text(out / "fp16_rewrite_proof.csv", proof.to_csv(index=False))
     echo(f"qbench: FP16 rewrite: {' '.join(rewrite.log)}; proven by re-run in {time.perf_counter() - started:.1f} s "
          f"(fp16_rewrite_proof.csv)")
-    return rewrite, proof
+    return rewrite, proof, rewrite.skipped
 
 
 def assumption_note(recommendation, comparisons: dict) -> str:

@@ -41,6 +41,7 @@ class RewriteResult:
     log: list[str] = field(default_factory=list)
     scaled: dict[str, float] = field(default_factory=dict)  # tensor -> factor its value was divided by
     removed: list[str] = field(default_factory=list)  # nodes folded away
+    skipped: list[str] = field(default_factory=list)  # pairs at risk left alone, each with the reason
 
     def graph(self, name: str = "rewritten") -> ModelGraph:
         return ModelGraph.from_proto(self.model, name=name)
@@ -176,8 +177,14 @@ def make_fp16_safe(graph: ModelGraph, peaks: dict[str, float], fraction: float =
         if target is None:
             continue
         names = {current.node_names[i]: n for i, n in enumerate(current.model.graph.node)}
-        bn = names[bn_name]
-        var = numpy_helper.to_array(next(t for t in current.model.graph.initializer if t.name == bn.input[4]))
+        conv, bn, conv_name = _pair(current, names, bn_name)
+        # weights made by a node (ConstantOfShape, a Cast of FP16 weights, ...) cannot be rescaled here
+        computed = [n for n in (*conv.input[1:3], *bn.input[3:5]) if n and n not in current.initializer_names]
+        if computed:
+            total.skipped.append(f"{conv_name} -> {bn_name}: {computed[0]!r} is computed at run time, "
+                                 "not a stored parameter")
+            continue
+        var = current.initializer(bn.input[4])
         factor = pair_factor(float(np.max(var)), float(peaks.get(bn.input[0], 0.0)), fraction)
         if factor == 1.0:
             continue
