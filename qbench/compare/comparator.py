@@ -27,6 +27,7 @@ from qbench.compare.replay import ModelIndex, replay_tensor
 from qbench.compare.result import BASE_COLUMNS, DIAGNOSIS_COLUMNS, FP16_COLUMNS, INT8_COLUMNS, Comparison
 from qbench.compare.tap import OutputsTap
 from qbench.cpu import cpu_threads
+from qbench.data import count_samples, iter_samples
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.ranges import INT8_MAX
@@ -135,24 +136,6 @@ class _PerSample:
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _samples(dataset, limit: int | None) -> Iterable[dict]:
-    if hasattr(dataset, "batches"):
-        yield from dataset.batches(1, limit=limit)
-        return
-    for i, feed in enumerate(dataset):
-        if limit is not None and i >= limit:
-            return
-        yield feed
-
-
-def _count(dataset, limit: int | None) -> int | None:
-    try:
-        n = len(dataset)
-    except TypeError:
-        return limit
-    return n if limit is None else min(n, limit)
-
-
 def _progress(total, enabled: bool, desc: str):
     from tqdm import tqdm
 
@@ -201,7 +184,7 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
     t_run = t_metrics = t_wait = 0.0
     n_samples = 0
     started = time.perf_counter()
-    bar = _progress(_count(dataset, limit), progress, f"compare {reference.name} vs {candidate.name}")
+    bar = _progress(count_samples(dataset, limit), progress, f"compare {reference.name} vs {candidate.name}")
     workers = workers if workers is not None else min(2, cpu_threads())
     pool = ThreadPoolExecutor(workers) if workers > 1 else None
     # the metrics of sample i are folded on a background thread while both runners run sample i+1
@@ -243,7 +226,7 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
         return time.perf_counter() - t0
 
     try:
-        for sample_index, feed in enumerate(_samples(dataset, limit)):
+        for sample_index, feed in enumerate(iter_samples(dataset, limit)):
             t0 = time.perf_counter()
             ref = reference.run(feed)
             cand = candidate.run(feed)

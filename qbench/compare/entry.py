@@ -10,7 +10,7 @@ import numpy as np
 
 from qbench.compare.comparator import compare_runs
 from qbench.compare.result import Comparison
-from qbench.data import sorted_files
+from qbench.data import iter_samples, sorted_files
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 
@@ -87,7 +87,7 @@ def judge_precision(graph: ModelGraph, dataset, precision: str, ranges, judge, *
     """The task judge alone on FP32 ``graph`` vs its simulated ``precision`` (outputs only, no tensor
     comparison): (TaskResult, pictures of the worst samples). For a candidate whose tensors were
     compared without a judge (the fallback search's final model)."""
-    from qbench.compare.comparator import _channel_order, _pictures, _progress, _samples, sample_name
+    from qbench.compare.comparator import _channel_order, _pictures, _progress, sample_name
     from qbench.compare.tap import OutputsTap
     from qbench.runners import OrtRunner
     from qbench.simulate import build_fp16_model, build_int8_model
@@ -99,7 +99,7 @@ def judge_precision(graph: ModelGraph, dataset, precision: str, ranges, judge, *
     n = len(dataset) if limit is None else min(len(dataset), limit)
     bar = _progress(n, progress, f"judge {precision}")
     try:
-        for i, feed in enumerate(_samples(dataset, limit)):
+        for i, feed in enumerate(iter_samples(dataset, limit)):
             tap.add(i, sample_name(dataset, i), tap.take(reference.run(feed)), tap.take(candidate.run(feed)), feed)
             bar.update(1)
     finally:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from onnx import TensorProto, numpy_helper
 
+from qbench.data import iter_samples
 from qbench.model import ModelGraph
 
 FP16_MAX = 65504.0
@@ -178,10 +179,8 @@ def tensor_peaks(graph: ModelGraph, dataset, limit: int | None = None, names=Non
     from qbench.runners import OrtRunner
 
     runner = OrtRunner(graph, name="fp32", capture=names if names is not None else "all")
-    from qbench.compare.comparator import _samples
-
     peaks: dict[str, float] = {}
-    for feed in _samples(dataset, limit):
+    for feed in iter_samples(dataset, limit):
         for name, value in runner.run(feed).items():
             arr = np.asarray(value)
             if arr.dtype.kind != "f" or arr.size == 0:

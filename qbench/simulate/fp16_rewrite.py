@@ -29,6 +29,7 @@ import onnx
 import pandas as pd
 from onnx import numpy_helper
 
+from qbench.data import iter_samples
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 
@@ -202,7 +203,6 @@ def prove(graph: ModelGraph, result: RewriteResult, dataset, *, limit: int | Non
     """Re-run: the original model's FP32 outputs against (a) the rewritten model in FP32 and (b) the
     FP16 simulation, both modes, of the original and of the rewritten model. One row per variant
     and output; a fix is proven when the rewritten rows pass where the original ones fail."""
-    from qbench.compare.comparator import _samples
     from qbench.runners import OrtRunner
     from qbench.simulate.fp16 import build_fp16_model
 
@@ -215,7 +215,7 @@ def prove(graph: ModelGraph, result: RewriteResult, dataset, *, limit: int | Non
             variants[f"{label} FP16 {mode}"] = OrtRunner(sim.model, name=label, capture=None, optimize=False)
     reference = OrtRunner(graph, name="fp32", capture=None)
     sums: dict = {}
-    for feed in _samples(dataset, limit):
+    for feed in iter_samples(dataset, limit):
         ref = reference.run(feed)
         for label, runner in variants.items():
             out = runner.run(feed)
