@@ -55,9 +55,7 @@ def run_fp16_stage(cfg, graph, dataset, comparisons: dict, candidates: list, out
         position = next((i + 1 for i, c in enumerate(candidates) if c.precision == "fp16"), len(candidates))
         candidates.insert(position, CandidateResult(WORST, worst.tensors, worst.findings, worst.unmatched, meta,
                                                     task=worst.task, pictures=worst.pictures))
-        from qbench.pipeline import _one_line_summary
-
-        echo(f"qbench: {WORST}: {_one_line_summary(worst)} ({time.perf_counter() - started:.1f} s; BN unfolded, "
+        echo(f"qbench: {WORST}: {worst.diagnosis_line()} ({time.perf_counter() - started:.1f} s; BN unfolded, "
              f"FP16 accumulation in {', '.join(worst.meta.get('fp16_accumulated', [])) or 'no layer'})")
     return headroom_section(cfg, graph, dataset, comparisons, out, echo)
 

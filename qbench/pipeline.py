@@ -138,8 +138,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         meta.setdefault("simulated", True)
         candidates.append(CandidateResult(precision, comparison.tensors, comparison.findings, comparison.unmatched, meta,
                                           task=comparison.task, pictures=comparison.pictures))
-        echo(f"qbench: {precision}: {_task_line(comparison.task)}")
-        echo(f"qbench: {precision}: diagnosis: {_one_line_summary(comparison)}")
+        echo(f"qbench: {precision}: {comparison.task_line()}")
+        echo(f"qbench: {precision}: diagnosis: {comparison.diagnosis_line()}")
 
     if cfg.placement == "both" and "int8" in comparisons:
         note = _placement_disagreement(cfg, graph, dataset, ranges, candidates[cfg.precisions.index("int8")], reference,
@@ -300,24 +300,3 @@ def make_run_judge(cfg: RunConfig, graph, dataset, echo):
     return dataset_judge(graph, dataset, cfg.task, cfg.task_options, cfg.labels, data_dir=cfg.data,
                          limit=cfg.compare_limit, echo=echo)
 
-
-def _task_line(task) -> str:
-    if task is None:
-        return "no task result"
-    return f"task {task.task}: {task.verdict.upper()} — {task.reason}"
-
-
-def _one_line_summary(comparison) -> str:
-    frame = comparison.tensors
-    bad = frame[frame["status"] != "ok"]
-    outputs = frame[frame["is_output"]]
-    broken = outputs[outputs["status"] == "nonfinite"]
-    # cosine sees only values finite on both sides: name new NaN/Inf in an output before it
-    if len(broken):
-        head = f"NaN/Inf in output {broken.iloc[0]['tensor']!r}"
-    elif len(outputs) and outputs["cosine"].notna().any():
-        head = f"output cosine {float(outputs['cosine'].min()):.4f}"
-    else:  # integer outputs (an ArgMax class map) have no cosine: the task judge reads them
-        head = "no float output to take a cosine of"
-    first = bad.iloc[0]["tensor"] if len(bad) else None
-    return f"{head}, {len(bad)} flagged tensors" + (f", first problem at {first!r}" if first else "")
