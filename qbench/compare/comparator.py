@@ -21,6 +21,7 @@ import pandas as pd
 
 from qbench.compare import diagnose
 from qbench.compare.diagnose import Thresholds
+from qbench.compare.kernels import FP16_FLUSH_AT, FP16_OVERFLOW_AT, fp16_counts, int8_counts
 from qbench.compare.matching import match_tensors, mismatch_reason
 from qbench.compare.metrics import SumsAccumulator, derive, pair_sums
 from qbench.compare.replay import ModelIndex, replay_tensor
@@ -46,12 +47,8 @@ class _PrecisionStats:
         self.totals: dict[str, dict] = {}
         self.fn = None
         if precision == "int8":
-            from qbench.compare.kernels import int8_counts  # numba: loaded only when INT8 needs it
-
             self.fn = int8_counts
         elif precision == "fp16":
-            from qbench.compare.kernels import fp16_counts
-
             self.fn = fp16_counts
 
     @property
@@ -79,7 +76,6 @@ class _PrecisionStats:
         else:
             # the definitions of qbench.simulate.fp16_stats in one fused pass, without its float16
             # copy and boolean temporaries (~15x faster; a test holds the two equal)
-            from qbench.compare.kernels import FP16_FLUSH_AT, FP16_OVERFLOW_AT
 
             overflow, nan, flushed = self.fn(flat, FP16_OVERFLOW_AT, FP16_FLUSH_AT)
             t["fp16_overflow"] = t.get("fp16_overflow", 0) + overflow
