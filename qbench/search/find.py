@@ -15,8 +15,11 @@ import numpy as np
 import pandas as pd
 
 from qbench.errors import QbenchError
-from qbench.search import deploy, holdout as ho
+from qbench.judge import load_labels
+from qbench.search import deploy, holdout as ho, mixed as mixed_search, sensitivity as sens_mod
 from qbench.search.judging import Reference, acceptable, make_task_judge, rank_key
+from qbench.search.models import int8_model, quantized_layers
+from qbench.search.sweep import calibrate_all, sweep
 
 SENSITIVITY_MODES = ("auto", "always", "never")
 DEFAULT_TIME_BUDGET_S = 600.0
@@ -104,12 +107,6 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
               echo=None) -> SearchOutcome:
     """The whole search (module docstring). ``out``: where ``int8-best/`` and the chart go (None:
     nothing written). ``dataset``: every sample; the split decides which calibrate and which judge."""
-    from qbench.judge import load_labels
-    from qbench.search import mixed as mixed_search
-    from qbench.search import sensitivity as sens_mod
-    from qbench.search.models import quantized_layers
-    from qbench.search.sweep import calibrate_all, sweep
-
     o = options or SearchOptions()
     if o.sensitivity_samples is not None and o.sensitivity_samples < 1:
         raise QbenchError(f"--sensitivity-samples must be at least 1, not {o.sensitivity_samples}")
@@ -194,8 +191,6 @@ def _affordable_layers(swept, reference, o: SearchOptions, total: int) -> int:
 
 
 def _int8(graph, ranges, keep):
-    from qbench.search.models import int8_model
-
     return int8_model(graph, ranges, keep)
 
 

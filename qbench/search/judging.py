@@ -17,13 +17,12 @@ import onnx
 
 from qbench.cpu import ort_threads
 from qbench.errors import QbenchError
+from qbench.judge import make_judge
 
 MAX_BATCH = 16
 
 
 def make_task_judge(task: str, graph, options=None, labels=None):
-    from qbench.judge import make_judge
-
     return make_judge(task=task, graph=graph, options=options, labels=labels)
 
 
