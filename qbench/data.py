@@ -26,6 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
+from qbench import atomic
 from qbench.errors import QbenchError
 from qbench.model import InputSpec
 
@@ -375,8 +376,6 @@ def write_sequence(folder: str | Path, chunks, run, state: dict[str, str], *, in
     fresh stream instead (cheaper, but it only sees the start-of-stream state). Files are written
     atomically in natural order (chunk2 before chunk10), so the samples stay in stream order.
     """
-    from qbench import atomic
-
     folder = atomic.ensure_dir(folder)
     constants = dict(constants or {})
     carried = dict(initial or {})
