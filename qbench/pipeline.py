@@ -13,11 +13,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qbench import __version__, atomic
+from qbench.advise import Thresholds, evaluate, recommend
+from qbench.calibrate import calibrate
+from qbench.compare import compare_precision
+from qbench.compare.entry import dataset_judge
+from qbench.data import load_dataset
+from qbench.defaults import PRECISIONS
 from qbench.errors import QbenchError
+from qbench.fp16_stage import assumption_note, run_fp16_stage
+from qbench.model import ModelGraph
+from qbench.ranges import Ranges
+from qbench.report import CandidateResult, ExtraSection, write_report
+from qbench.runners import OrtRunner
+from qbench.search import SearchOptions, find_int8
+from qbench.search.holdout import subset
+from qbench.simulate.common import resolve_keep_float
+from qbench.simulate.placement import concat_hazards, plan_int8
+from qbench.store import ResultStore
 
 log = logging.getLogger("qbench")
 
-PRECISIONS = ("int8", "fp16")
 MIXED = "int8-mixed"  # the search's candidate: INT8 with some layers kept in float (qbench.search)
 # the default search budget, in INT8 comparisons of the same run (issue 11: search <= 10x a compare),
 # and its floor in seconds (a tiny model's compare takes well under a second)
@@ -75,16 +90,6 @@ class RunOutcome:
 
 
 def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
-    from qbench.advise import recommend
-    from qbench.calibrate import calibrate
-    from qbench.compare import compare_precision
-    from qbench.data import load_dataset
-    from qbench.model import ModelGraph
-    from qbench.ranges import Ranges
-    from qbench.report import CandidateResult, write_report
-    from qbench.runners import OrtRunner
-    from qbench.store import ResultStore
-
     unknown = [p for p in cfg.precisions if p not in PRECISIONS]
     if unknown:
         raise QbenchError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
@@ -115,9 +120,6 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     ranges.write_json(out / "ranges.json")
     hazards = []
     if "int8" in cfg.precisions:
-        from qbench.simulate.common import resolve_keep_float
-        from qbench.simulate.placement import concat_hazards, plan_int8
-
         plan = plan_int8(graph, *resolve_keep_float(graph, cfg.keep_float), placement=_placement(cfg))
         hazards = [h.message() for h in concat_hazards(plan, ranges)]
         for hazard in hazards:
@@ -158,8 +160,6 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             candidates.insert(cfg.precisions.index("int8") + 1, mixed.candidate)
 
     if "fp16" in cfg.precisions:  # worst-case FP16 candidate, headroom, fixes (qbench.fp16_stage)
-        from qbench.fp16_stage import assumption_note, run_fp16_stage
-
         extras.append(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference, judge))
     recommendation = recommend(candidates)
     note = assumption_note(recommendation, comparisons) if "fp16" in cfg.precisions else ""
@@ -189,10 +189,6 @@ def _placement(cfg: RunConfig) -> str:
 
 def _placement_disagreement(cfg: RunConfig, graph, dataset, ranges, likely, reference, judge) -> str | None:
     """Run INT8 with the worst placement too; a sentence when its verdict differs from the likely one."""
-    from qbench.advise import Thresholds, evaluate
-    from qbench.compare import compare_precision
-    from qbench.report import CandidateResult
-
     worst = compare_precision(graph, dataset, "int8", ranges, keep_float=cfg.keep_float, reference=reference,
                               limit=cfg.compare_limit, progress=cfg.progress, placement="worst", judge=judge)
     worst_candidate = CandidateResult("int8", worst.tensors, worst.findings, worst.unmatched, dict(worst.meta),
@@ -210,10 +206,6 @@ def _placement_disagreement(cfg: RunConfig, graph, dataset, ranges, likely, refe
 def _search(cfg: RunConfig, graph, dataset, int8, out: Path, echo, reference, judge, given=None):
     """The search stage (qbench.search): sweep, sensitivity, mixed search and ``<out>/int8-best``.
     Returns (outcome, mixed candidate or None, report sections)."""
-    from qbench.report import ExtraSection
-    from qbench.search import SearchOptions, find_int8
-    from qbench.search.holdout import subset
-
     limit = max(x for x in (cfg.calib_limit, cfg.compare_limit) if x) if (cfg.calib_limit or cfg.compare_limit) else None
     data = subset(dataset, range(min(limit, len(dataset)))) if limit else dataset
     budget = cfg.search_time_s
@@ -265,9 +257,6 @@ def _mixed_candidate(cfg: RunConfig, graph, dataset, outcome, out: Path, referen
     """The int8-mixed candidate: the shipped configuration compared layer by layer like the others."""
     from types import SimpleNamespace
 
-    from qbench.compare import compare_precision
-    from qbench.report import CandidateResult
-
     best = outcome.best
     cmp = compare_precision(graph, dataset, "int8", best.ranges, keep_float=best.keep_float, reference=reference,
                             limit=cfg.compare_limit, progress=cfg.progress, judge=judge)
@@ -293,8 +282,6 @@ def _reproduce(cfg: RunConfig, best, out: Path) -> str:
 
 def make_run_judge(cfg: RunConfig, graph, dataset, echo):
     """The judge of this run (``qbench.compare.entry.dataset_judge``); None when cfg.task is None."""
-    from qbench.compare.entry import dataset_judge
-
     if cfg.task is None:
         return None
     return dataset_judge(graph, dataset, cfg.task, cfg.task_options, cfg.labels, data_dir=cfg.data,
