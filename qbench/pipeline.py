@@ -103,27 +103,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
                     "not calibrated or simulated (they stay FP32 in every candidate), so verdicts cover the main graph only")
 
     started = time.perf_counter()
-    if cfg.ranges:
-        ranges = Ranges.read(cfg.ranges)
-        check = ranges.check_against(graph, source=str(cfg.ranges))
-        check.raise_for_errors()  # refuses foreign, corrupt or absurd ranges
-        echo(f"qbench: using ranges from {cfg.ranges} ({len(ranges)} tensors)")
-        for warning in check.warnings + ranges.provenance_warnings(graph, source=str(cfg.ranges)):
-            echo(f"qbench: warning: {warning}")
-    else:
-        ranges = calibrate(graph, dataset, method=cfg.method, batch_size=cfg.batch_size, limit=cfg.calib_limit,
-                           progress=cfg.progress)
-        echo(f"qbench: calibrated {len(ranges)} ranges ({cfg.method}) in {time.perf_counter() - started:.1f} s")
-        for note in ranges.notes:
-            echo(f"qbench: warning: {note}")
-    ranges.write_trt_cache(out / "calibration.cache")
-    ranges.write_json(out / "ranges.json")
-    hazards = []
-    if "int8" in cfg.precisions:
-        plan = plan_int8(graph, *resolve_keep_float(graph, cfg.keep_float), placement=_placement(cfg))
-        hazards = [h.message() for h in concat_hazards(plan, ranges)]
-        for hazard in hazards:
-            echo(f"qbench: warning: {hazard}")
+    ranges = _ranges_stage(cfg, graph, dataset, out, echo)
+    hazards = _int8_hazards(cfg, graph, ranges, echo)
 
     candidates, comparisons = [], {}
     reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
@@ -181,6 +162,39 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
                                     recommendation=recommendation.precision, report_path=str(report))
                    for c in candidates]
     return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids, search)
+
+
+def _ranges_stage(cfg: RunConfig, graph, dataset, out: Path, echo) -> Ranges:
+    """The ranges of this run: read from ``cfg.ranges`` (checked against the model) or calibrated on
+    the data; written beside the report as a TensorRT cache and as JSON."""
+    started = time.perf_counter()
+    if cfg.ranges:
+        ranges = Ranges.read(cfg.ranges)
+        check = ranges.check_against(graph, source=str(cfg.ranges))
+        check.raise_for_errors()  # refuses foreign, corrupt or absurd ranges
+        echo(f"qbench: using ranges from {cfg.ranges} ({len(ranges)} tensors)")
+        for warning in check.warnings + ranges.provenance_warnings(graph, source=str(cfg.ranges)):
+            echo(f"qbench: warning: {warning}")
+    else:
+        ranges = calibrate(graph, dataset, method=cfg.method, batch_size=cfg.batch_size, limit=cfg.calib_limit,
+                           progress=cfg.progress)
+        echo(f"qbench: calibrated {len(ranges)} ranges ({cfg.method}) in {time.perf_counter() - started:.1f} s")
+        for note in ranges.notes:
+            echo(f"qbench: warning: {note}")
+    ranges.write_trt_cache(out / "calibration.cache")
+    ranges.write_json(out / "ranges.json")
+    return ranges
+
+
+def _int8_hazards(cfg: RunConfig, graph, ranges, echo) -> list[str]:
+    """The INT8 placement's Concat hazards (inputs a shared scale would zero), said and returned."""
+    if "int8" not in cfg.precisions:
+        return []
+    plan = plan_int8(graph, *resolve_keep_float(graph, cfg.keep_float), placement=_placement(cfg))
+    hazards = [h.message() for h in concat_hazards(plan, ranges)]
+    for hazard in hazards:
+        echo(f"qbench: warning: {hazard}")
+    return hazards
 
 
 def _placement(cfg: RunConfig) -> str:
