@@ -57,12 +57,20 @@ def _options(func):
     return task_options(func)
 
 
+def run_pipeline(cfg, echo=print):
+    """qbench.pipeline.run_pipeline, imported on the first run: the stages load when a run starts,
+    not for `qbench --help` (start-up time)."""
+    from qbench.pipeline import run_pipeline as run
+
+    return run(cfg, echo=echo)
+
+
 def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, placement, fallback, max_float, fp16_mode,
          calib_fraction, seed, search_time, sensitivity, sensitivity_layers,
          task, labels, task_option, max_drop, min_agreement, evaluator, default_task="generic", default_options=None,
          quiet=False) -> None:
     # --out (report folder, default reports/<model>), --limit and --quiet come from common_options
-    from qbench.pipeline import RunConfig, run_pipeline  # every stage: loaded when a run starts, not for --help
+    from qbench.pipeline import RunConfig  # every stage: loaded when a run starts, not for --help
 
     task, options, labels = judge_settings(task, labels, task_option, max_drop, min_agreement, evaluator,
                                            default_task, default_options)

@@ -16,10 +16,9 @@ import pandas as pd
 
 from qbench.errors import QbenchError
 from qbench.judge import load_labels
-from qbench.search import deploy, holdout as ho, mixed as mixed_search, sensitivity as sens_mod
+from qbench.search import deploy, holdout as ho, mixed as mixed_search, sensitivity as sens_mod, sweep as sweep_mod
 from qbench.search.judging import Reference, acceptable, make_task_judge, rank_key
 from qbench.search.models import int8_model, quantized_layers
-from qbench.search.sweep import calibrate_all, sweep
 
 SENSITIVITY_MODES = ("auto", "always", "never")
 DEFAULT_TIME_BUDGET_S = 600.0
@@ -120,13 +119,13 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
     started = time.perf_counter()
     split = ho.split(len(dataset), o.calib_fraction, o.seed)
     say(f"qbench: search: {split.describe()}" + ("" if ho.held_out(split) else " (one sample: NOT held out)"))
-    candidates, histograms = calibrate_all(graph, ho.subset(dataset, split.calib), o.methods,
+    candidates, histograms = sweep_mod.calibrate_all(graph, ho.subset(dataset, split.calib), o.methods,
                                            batch_size=o.batch_size, progress=o.progress)
     candidates.update(o.extra_candidates or {})
     reference = Reference(graph, ho.subset(dataset, split.judge), part=ho.JUDGE if ho.held_out(split) else ho.CALIB)
     labels = load_labels(o.labels, reference.names) if o.labels else None
     judge = make_task_judge(o.task, graph, o.judge_options, labels)
-    swept = sweep(graph, candidates, reference, judge, histograms=histograms, keep_float=o.keep_float, echo=say)
+    swept = sweep_mod.sweep(graph, candidates, reference, judge, histograms=histograms, keep_float=o.keep_float, echo=say)
     outcome = SearchOutcome(split, swept, max_float=o.max_float)
     ranges = swept.candidates[swept.best]
     best_result = swept.results[swept.best]
