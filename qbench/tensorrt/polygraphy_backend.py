@@ -8,7 +8,9 @@ Why qbench has this module (Polygraphy does not cover it):
   ``ICudaEngine`` class (Polygraphy's ``isinstance`` checks would fail across two).
 - Polygraphy's ``G_LOGGER`` prints to stdout by default, which would corrupt ``--format json`` output.
   ``G_LOGGER.use_python_logging_system = True`` (present from Polygraphy 0.50 on) sends every message to
-  the Python logger ``"Polygraphy"`` instead, which the CLI's logging configuration writes to stderr.
+  the Python logger ``"Polygraphy"`` instead, which the CLI's logging configuration writes to stderr;
+  colours are turned off, since without the optional ``colored`` package Polygraphy prints a warning
+  about it with a bare ``print`` to stdout.
 - ``G_LOGGER.critical`` raises ``PolygraphyException`` with a multi-line message; ``one_line`` keeps the
   first line for qbench's ``qbench: error: ...``.
 """
@@ -46,6 +48,9 @@ def route_logging() -> None:
     except ImportError as exc:
         raise MissingDependencyError(f"Polygraphy is not importable ({exc}): pip install 'polygraphy>={MIN_POLYGRAPHY}'") from None
     G_LOGGER.use_python_logging_system = True
+    # Colours are for terminals; asking for them without the optional 'colored' package makes Polygraphy
+    # print a warning with a bare print() to stdout, bypassing even its own logger.
+    G_LOGGER.colors = False
 
 
 def mark_all():
