@@ -65,7 +65,7 @@ def EntropyCalibrator(
         JSON) and written, atomically, after. ``ranges`` gives the table directly instead.
     input_dtypes: each network input's dtype; batches are fed as ``calibration_dtype`` of it (float32
         for every non-index input). opt_shapes: each input's shape in the calibration profile (OPT);
-        every batch must have it. backend: a device_buffers backend (default: pycuda, else cuda-python).
+        every batch must have it. backend: a device_buffers backend (default: pycuda, else libcudart).
     """
     trt = trt or import_trt()
     base = getattr(trt, "IInt8EntropyCalibrator2", None)
@@ -92,7 +92,7 @@ def EntropyCalibrator(
             self.input_dtypes = {k: calibration_dtype(v) for k, v in (input_dtypes or {}).items()}
             self.opt_shapes = {k: tuple(int(d) for d in v) for k, v in (opt_shapes or {}).items()}
             self.backend = backend if backend is not None else default_backend()
-            self.buffers = {}
+            self.buffers: dict[str, tuple[int, int]] = {}  # input name -> (device address, bytes)
             self.batches_served = 0
             self.error: Exception | None = None  # raised by the builder after TensorRT returns
             self.written: Ranges | None = None
@@ -163,13 +163,13 @@ def EntropyCalibrator(
                                       f"{'x'.join(map(str, arr.shape))}, but TensorRT calibrates at the calibration "
                                       f"profile's OPT shape {'x'.join(map(str, want))} and would read other shapes with the "
                                       "wrong layout: give samples of one size or --shapes with that OPT shape")
-                buf = self.buffers.get(name)
-                if buf is None or buf.nbytes < arr.nbytes:
-                    if buf is not None:
-                        buf.free()
-                    buf = self.buffers[name] = self.backend.alloc(arr.nbytes)
-                buf.copy_from_host(arr)  # synchronous: the data is on the device when we return
-                pointers.append(int(buf.ptr))
+                ptr, size = self.buffers.get(name, (0, 0))
+                if size < arr.nbytes:  # grow; a batch of the same size reuses the buffer
+                    if ptr:
+                        self.backend.free(ptr)
+                    ptr, size = self.buffers[name] = (int(self.backend.malloc(arr.nbytes)), arr.nbytes)
+                self.backend.htod(ptr, arr)  # synchronous: the data is on the device when we return
+                pointers.append(ptr)
             self.batches_served += 1
             return pointers
 
@@ -190,14 +190,9 @@ def EntropyCalibrator(
             self._iter = _chain_one(following, self._iter)
             return False
 
-        def reset(self):
-            self.free()
-            self._iter = None
-            self.batches_served = 0
-
         def free(self):
-            for buf in self.buffers.values():
-                buf.free()
+            for ptr, _ in self.buffers.values():
+                self.backend.free(ptr)
             self.buffers.clear()
 
         def raise_error(self):

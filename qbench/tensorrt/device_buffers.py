@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,35 +23,11 @@ from qbench.errors import MissingDependencyError, QbenchError
 from qbench.tensorrt.polygraphy_backend import one_line, route_logging
 
 
-@dataclass
-class DeviceBuffer:
-    """One allocation: ``ptr`` is the integer address TensorRT is given."""
-
-    backend: "Backend"
-    ptr: int
-    nbytes: int
-
-    def copy_from_host(self, arr: np.ndarray) -> None:
-        arr = np.ascontiguousarray(arr)
-        if arr.nbytes > self.nbytes:
-            raise QbenchError(f"internal: {arr.nbytes} bytes do not fit a {self.nbytes}-byte device buffer")
-        self.backend.htod(self.ptr, arr)
-
-    def free(self) -> None:
-        if self.ptr:
-            self.backend.free(self.ptr)
-            self.ptr = 0
-
-
 class Backend:
-    """The CUDA operations qbench needs; one subclass per binding."""
+    """The CUDA operations the calibrator needs (integer device addresses), one subclass per binding."""
 
     name = "abstract"
 
-    def alloc(self, nbytes: int) -> DeviceBuffer:
-        return DeviceBuffer(self, self.malloc(max(int(nbytes), 1)), max(int(nbytes), 1))
-
-    # the primitives below are implemented per binding
     def malloc(self, nbytes: int) -> int: raise NotImplementedError
     def free(self, ptr: int) -> None: raise NotImplementedError
     def htod(self, ptr: int, arr: np.ndarray) -> None: raise NotImplementedError

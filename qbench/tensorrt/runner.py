@@ -57,16 +57,8 @@ class TrtRunner:
                 raise QbenchError(f"engine tensor {tname!r} has type {engine_.get_tensor_dtype(tname)}, which numpy cannot hold") from None
             self.io.append((tname, engine_.get_tensor_mode(tname) == self.trt.TensorIOMode.INPUT, dtype))
 
-    @property
-    def input_names(self) -> list[str]:
-        return [n for n, is_in, _ in self.io if is_in]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [n for n, is_in, _ in self.io if not is_in]
-
     def _feed(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [n for n in self.input_names if n not in feed]
+        missing = [n for n, is_in, _ in self.io if is_in and n not in feed]
         if missing:
             raise QbenchError(f"{self.name}: feed lacks engine inputs {missing} (has {sorted(feed)})")
         return {n: np.ascontiguousarray(feed[n], dtype=dtype) for n, is_in, dtype in self.io if is_in}
