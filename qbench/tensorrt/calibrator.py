@@ -12,9 +12,9 @@ with the calibration profile.
 Why this is qbench's and not Polygraphy's ``Calibrator``: qbench's data pipeline, the ranges-table cache
 in both directions, the pycuda device memory users asked for, and TensorRT's rules enforced with one
 clear error where Polygraphy's calibrator ends calibration silently (it returns None on any error):
-- every non-index input (float16 and bfloat16 ones included) is fed as float32, index inputs (integer,
-  bool) in their own type: TensorRT reads calibration data as float32 whatever the network input's
-  type (docs/TENSORRT.md cites NVIDIA);
+- every non-index input (float16 and bfloat16 ones included) is fed as float32, index inputs (int32,
+  int64, bool) in their own type: TensorRT reads calibration data as float32 whatever the network
+  input's type (``calibration_dtype``; docs/TENSORRT.md cites the source);
 - every batch must have the calibration profile's OPT shape, the only shape TensorRT calibrates with
   (Polygraphy's ``get_input_metadata_from_network(..., force_opt_shapes=True)`` states the same); a
   batch of another shape would be read with the wrong layout, so it is an error, except a short last
@@ -41,6 +41,7 @@ from qbench.tensorrt._import import cache_header, import_trt
 from qbench.tensorrt.device_buffers import default_backend
 
 log = logging.getLogger(__name__)
+INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.bool_))
 
 TRT_PATH = "v10"  # conformance tests: every TensorRT name in this module must exist in 10.x
 
@@ -206,10 +207,12 @@ def EntropyCalibrator(
 
 
 def calibration_dtype(dtype) -> np.dtype:
-    """The type TensorRT reads a calibration input in: float32 for every non-index input (float16,
-    bfloat16 and float32 network inputs alike), the input's own type for index inputs (integers, bool)."""
+    """The type TensorRT reads a calibration input in: the input's own type for index inputs (int32,
+    int64, bool), float32 for every other input (float16, bfloat16, uint8, ...). The rule and the set
+    of index types are those of Polygraphy's ``Calibrator.set_input_metadata`` (0.50.3 to 0.53.6),
+    which states "TensorRT requires non-index calibration inputs to be provided in float32"."""
     dtype = np.dtype(dtype)
-    return dtype if dtype.kind in "iub" else np.dtype(np.float32)
+    return dtype if dtype in INDEX_DTYPES else np.dtype(np.float32)
 
 
 def _chain_one(first, rest):
