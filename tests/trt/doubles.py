@@ -29,7 +29,7 @@ class Checked:
         def method(*args, **kwargs):
             self._log.append((self._label, attr, args, kwargs))
             made = self._returns.get(attr, True)
-            return made() if callable(made) and not isinstance(made, Checked) else made
+            return made(*args, **kwargs) if callable(made) and not isinstance(made, Checked) else made
 
         return method
 
@@ -95,10 +95,35 @@ def layer(trt, log, name, kind, outputs):
         "precision_is_set": False, "num_inputs": 0})
 
 
-def builder(trt, log):
-    """A Builder double whose configs and profiles are Checked doubles of the real classes."""
+class HostMemory(bytes):
+    """What TensorRT's IHostMemory offers Polygraphy: the buffer protocol and ``with``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def builder(trt, log, network=None, engine: bytes = b""):
+    """A Builder double: its configs and profiles are Checked doubles of the real classes; the config
+    answers the reads Polygraphy makes to describe it (flags from the set_flag calls recorded)."""
+
+    def config(*_):
+        flags: set = set()
+        made = Checked(trt.IBuilderConfig, "config", log, values={
+            "DLA_core": -1, "default_device_type": trt.DeviceType.GPU, "engine_capability": trt.EngineCapability.STANDARD,
+            "num_optimization_profiles": 1, "profiling_verbosity": trt.ProfilingVerbosity.LAYER_NAMES_ONLY,
+        }, returns={
+            "create_timing_cache": lambda *_: Checked(trt.ITimingCache, "timing cache", log, returns={"serialize": HostMemory(b"timing cache of the double"), "combine": True}),
+            "set_flag": lambda flag: flags.add(flag), "get_flag": lambda flag: flag in flags,
+            "get_memory_pool_limit": 1 << 30, "get_tactic_sources": 0, "get_preview_feature": False,
+            "get_quantization_flag": False,
+        })
+        made._returns["get_timing_cache"] = made._returns["create_timing_cache"]
+        return made
+
     return Checked(trt.Builder, "builder", log, returns={
-        "create_builder_config": lambda: Checked(trt.IBuilderConfig, "config", log, returns={
-            "create_timing_cache": lambda: Checked(trt.ITimingCache, "timing cache", log)}),
-        "create_optimization_profile": lambda: Checked(trt.IOptimizationProfile, "profile", log),
+        "create_builder_config": config, "create_network": network, "build_serialized_network": engine,
+        "create_optimization_profile": lambda *_: Checked(trt.IOptimizationProfile, "profile", log),
     })

@@ -163,3 +163,34 @@ def test_debug_listener_reads_the_int_address_tensorrt_passes(major, run_trt):
                           "device": got["relu_out"].shape == (2, 3) and got["relu_out"].tobytes() == dev_data.tobytes()}))
     """)
     assert out == {"isinstance": True, "host": True, "device": True}
+
+
+@pytest.mark.parametrize("major_, precision", [("10", "int8"), ("10", "fp16"), ("11", "fp16")])
+def test_build_engine_end_to_end_through_polygraphy(major_, precision, null_libs, small_data_dir, tmp_path):
+    """build_engine through Polygraphy's loaders with doubles for the Builder and parser only
+    (tests/trt/build_with_doubles.py): the calibrator reaches TensorRT through CreateConfig, serves
+    float32 batches at the OPT shape, and writes the cache TensorRT hands it; layer precisions,
+    capture, timing cache and engine cache all take effect."""
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "trt" / "build_with_doubles.py"), precision,
+                           str(small_data_dir), str(tmp_path)], env=trt_env(major_, null_libs), capture_output=True,
+                          text=True, cwd=REPO, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["engine"] == "engine built by the double" and out["path"] == f"v{major_}"
+    assert out["timing_cache"] == "timing cache of the double"  # saved by Polygraphy where qbench asked
+    assert out["outputs"] == ["p2o.Conv.0", "relu", "sigmoid_0.tmp_0"] and out["marked"] == ["p2o.Conv.0", "relu"]
+    if major_ == "11":
+        assert out["flags"] == ["TF32"] and out["network_flags"] == [out["strongly_typed_flags"]]
+        assert out["from_cache"] == [False, True, True] and out["builds"] == 1
+        return
+    assert out["network_flags"] == [0]
+    if precision == "fp16":
+        assert out["flags"] == ["FP16", "TF32"] and out["from_cache"] == [False, True, True]
+        return
+    assert out["flags"] == ["INT8", "OBEY_PRECISION_CONSTRAINTS", "TF32"]
+    assert out["conv_precision"] == "DataType.FLOAT"  # the layer kept in FP32, through SetLayerPrecisions
+    # 4 images in batches of 2 at 256x256, each batch's bytes float32 at the address TensorRT got
+    assert out["served"] == [[[2, 3, 256, 256], True], [[2, 3, 256, 256], True]]
+    assert out["written"] == ["x"] and out["cache_file"] == ["TRT-101601-EntropyCalibration2", "x: 3c010a14"]
+    # calibrated (keyed by the data), rebuilt from the cache TensorRT wrote (keyed by its ranges), then a hit
+    assert out["from_cache"] == [False, False, True] and out["builds"] == 2
