@@ -93,7 +93,7 @@ class PycudaBackend(Backend):
 
     def __init__(self):
         try:
-            import pycuda.driver as cuda
+            import pycuda.driver as cuda  # heavy third-party, GPU machines only: imported when a backend is made
         except ImportError:
             raise MissingDependencyError("pycuda is not installed") from None
         try:
