@@ -127,3 +127,12 @@ def builder(trt, log, network=None, engine: bytes = b""):
         "create_builder_config": config, "create_network": network, "build_serialized_network": engine,
         "create_optimization_profile": lambda *_: Checked(trt.IOptimizationProfile, "profile", log),
     })
+
+
+class Impersonating(Checked):
+    """A Checked double that ``isinstance`` takes for the real class (Polygraphy's TrtRunner checks
+    ``isinstance(engine, trt.ICudaEngine)``)."""
+
+    @property
+    def __class__(self):
+        return self._cls

@@ -194,3 +194,24 @@ def test_build_engine_end_to_end_through_polygraphy(major_, precision, null_libs
     assert out["written"] == ["x"] and out["cache_file"] == ["TRT-101601-EntropyCalibration2", "x: 3c010a14"]
     # calibrated (keyed by the data), rebuilt from the cache TensorRT wrote (keyed by its ranges), then a hit
     assert out["from_cache"] == [False, False, True] and out["builds"] == 2
+
+
+@pytest.mark.parametrize("major_, capture", [("10", "none"), ("10", "unfused"), ("11", "debug")])
+def test_runner_end_to_end_on_polygraphys_trtrunner(major_, capture, null_libs):
+    """qbench's TrtRunner on Polygraphy's, with doubles for the runtime, engine and context only
+    (tests/trt/run_with_doubles.py: an engine computing relu of a float16 input): inputs cast to the
+    engine's dtype, outputs copied out of Polygraphy's reused buffers, the capture mode's debug state set
+    on the context, and debug tensors delivered at an int device address reach the result by name."""
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "trt" / "run_with_doubles.py"), capture],
+                          env=trt_env(major_, null_libs), capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["stand_in"].endswith("libcudart.so.13")
+    assert out["x_fed_as_float16"] is True and out["y_dtype"] == "float32"
+    assert out["y"] == [[0.0, 0.25, 2.0, 0.0], [3.0, 0.0, 0.5, 1.0]]
+    assert out["second_y"] == [[1.5, 0.0, 0.0, 0.125]] and out["first_y_unchanged"] is True
+    assert out["timing_iterations"] == 3
+    assert out["debug_all"] is (capture == "debug") and out["unfused"] is (capture == "unfused")
+    doubled = [[-3.0, 0.5, 4.0, -0.25], [6.0, -4.0, 1.0, 2.0]]
+    want = {"none": {}, "unfused": {"x_times_2 [internal]": doubled}, "debug": {"x_times_2": doubled}}[capture]
+    assert out["debug"] == want
