@@ -89,7 +89,7 @@ def build_command(model, from_dir, precision, data, cache, output, batch_size, l
 @click.command("trt-info")
 def info_command():
     """What TensorRT, CUDA binding and GPU are available, and which build path would run."""
-    from qbench.tensorrt import describe_path, import_trt
+    from qbench.tensorrt._import import describe_path, import_trt
     from qbench.tensorrt.builder import create_builder
     from qbench.tensorrt.device_buffers import default_backend
 
@@ -138,7 +138,7 @@ def inspect_command(source):
     if text.lstrip()[:1] == b"{":
         info = parse_layer_info(text.decode("utf-8", "replace"), source=str(source))
     else:
-        from qbench.tensorrt import import_trt
+        from qbench.tensorrt._import import import_trt
         from qbench.tensorrt.inspector import engine_information, load_engine
 
         # deserialize only: no execution context, stream or device buffers just to read the engine

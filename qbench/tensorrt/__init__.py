@@ -13,6 +13,6 @@ vehicle, not a GPU); the calibrator's device buffers were run on real GPUs. No e
 or executed with real TensorRT libraries in this project.
 """
 
-from qbench.tensorrt._import import MIN_MAJOR, api_path, describe_path, import_trt, trt_version
+from qbench.tensorrt._import import MIN_MAJOR, api_path, import_trt, trt_version
 
-__all__ = ["MIN_MAJOR", "api_path", "describe_path", "import_trt", "trt_version"]
+__all__ = ["MIN_MAJOR", "api_path", "import_trt", "trt_version"]
