@@ -28,6 +28,7 @@ in this workplace, so ``trt.Builder`` itself has only ever failed (cleanly) over
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,14 +179,19 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
     if path == "v10" and precision == "int8":
         calibrator = _calibrator_v10(trt, graph, dataset, ranges, cache_path, profile_dims, options, backend)
     config = pg.CreateConfig(**_config_keywords(trt, path, precision, options, profile_dims, calibrator, pg))
-    build = pg.EngineBytesFromNetwork(network, config=config,
-                                      save_timing_cache=str(options.timing_cache) if options.timing_cache else None)
-    try:
-        serialized = polygraphy_backend.call(build, f"TensorRT could not build the {precision} engine")
-    finally:
-        # the calibrator holds device buffers; free them even when the build raises
-        if calibrator is not None:
-            calibrator.free()
+    with contextlib.ExitStack() as stack:
+        # Polygraphy writes the timing cache in place; it writes a temporary file here instead, which
+        # replaces the cache only after a build (the cache it started from is in the one it writes)
+        timing_out = stack.enter_context(atomic.atomic_path(options.timing_cache)) if options.timing_cache else None
+        if timing_out is not None:  # Polygraphy's lock file beside the temporary file would stay behind
+            stack.callback(Path(f"{timing_out}.lock").unlink, missing_ok=True)
+        build = pg.EngineBytesFromNetwork(network, config=config, save_timing_cache=str(timing_out) if timing_out else None)
+        try:
+            serialized = polygraphy_backend.call(build, f"TensorRT could not build the {precision} engine")
+        finally:
+            # the calibrator holds device buffers; free them even when the build raises
+            if calibrator is not None:
+                calibrator.free()
     if calibrator is not None:
         calibrator.raise_error()
         result.ranges_written = calibrator.written

@@ -80,6 +80,7 @@ def main() -> None:
         "timing_cache": (work / "timing.cache").read_bytes().decode() if (work / "timing.cache").exists() else None,
         "marked": result.capture.marked, "outputs": [t.name for t in network.marked],
         "conv_precision": str(layers[0]._values.get("precision")), "notes": result.notes,
+        "leftovers": sorted(f.name for f in work.iterdir() if f.name.startswith(".")),
         "from_cache": [result.from_cache] + [r.from_cache for r in again], "builds": len(builds),
     }))
 

@@ -178,6 +178,7 @@ def test_build_engine_end_to_end_through_polygraphy(major_, precision, null_libs
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["engine"] == "engine built by the double" and out["path"] == f"v{major_}"
     assert out["timing_cache"] == "timing cache of the double"  # saved by Polygraphy where qbench asked
+    assert out["leftovers"] == []  # the temporary timing cache and its lock file are gone
     assert out["outputs"] == ["p2o.Conv.0", "relu", "sigmoid_0.tmp_0"] and out["marked"] == ["p2o.Conv.0", "relu"]
     if major_ == "11":
         assert out["flags"] == ["TF32"] and out["network_flags"] == [out["strongly_typed_flags"]]
