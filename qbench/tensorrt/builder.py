@@ -195,9 +195,7 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
     if calibrator is not None:
         calibrator.raise_error()
         result.ranges_written = calibrator.written
-    if serialized is None:
-        raise QbenchError(f"TensorRT could not build the {precision} engine: no engine and no error message")
-    result.engine = bytes(serialized)
+    result.engine = bytes(serialized)  # Polygraphy raised where TensorRT returned no engine
     result.capture = plans[-1] if plans else cap.plan_for_cached(options.capture)
     if options.engine_cache is not None and result.cache_key:
         EngineCache(options.engine_cache).put(result.cache_key, result.engine,
