@@ -60,8 +60,8 @@ def EntropyCalibrator(
 ):
     """Make a calibrator.
 
-    batches: a ``qbench.data.Dataset`` (its ``batches(batch_size, limit)`` is used, and re-read on
-        ``reset()``) or a callable returning an iterator of {input name: array} batches.
+    batches: a ``qbench.data.Dataset`` (its ``batches(batch_size, limit)`` is read) or a callable
+        returning an iterator of {input name: array} batches.
     cache: path of the calibration cache, read before calibrating (a TensorRT cache or qbench ranges
         JSON) and written, atomically, after. ``ranges`` gives the table directly instead.
     input_dtypes: each network input's dtype; batches are fed as ``calibration_dtype`` of it (float32
