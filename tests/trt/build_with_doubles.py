@@ -72,7 +72,10 @@ def main() -> None:
     again = [build_engine(MODEL, precision, data=data_dir if precision == "int8" else None,
                           cache=work / "calib.cache" if precision == "int8" else None, options=options, trt=trt)
              for _ in range(2)]
+    import polygraphy
+
     print(json.dumps({
+        "polygraphy": polygraphy.__version__,
         "engine": result.engine.decode(), "path": result.path, "flags": flags, "network_flags": created,
         "strongly_typed_flags": 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED),
         "served": served, "written": sorted(result.ranges_written.entries) if result.ranges_written else None,

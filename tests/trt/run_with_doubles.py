@@ -90,7 +90,10 @@ def main() -> None:
     second = runner.run({"x": -first_x[:1]})  # another shape; Polygraphy reuses its output buffer
     timing = measure(runner, {"x": first_x}, warmup=1, iterations=3)
     runner.close()
+    import polygraphy
+
     print(json.dumps({
+        "polygraphy": polygraphy.__version__,
         "outputs": sorted(first), "y": first["y"].tolist(), "y_dtype": str(first["y"].dtype),
         "x_fed_as_float16": state["seen"][0].tobytes() == first_x.astype(np.float16).tobytes(),
         "second_y": second["y"].tolist(), "first_y_unchanged": first["y"].tolist() == np.maximum(first_x, 0).tolist(),

@@ -95,3 +95,27 @@ def test_builder_config_members_polygraphy_sets_exist_in_tensorrt(which, major, 
         assert all(r["flags"] == ["TF32"] and not r["calibrator_is_qbench"] for r in runs.values())
     # Polygraphy's messages went through Python logging (stdout held only the JSON: checked in _run)
     assert any("Configuring with profiles" in m for m in out["polygraphy_log"])
+
+
+def test_build_and_run_end_to_end_at_the_floor(null_libs, polygraphy_sites, small_data_dir, tmp_path):
+    """The end-to-end build and run of tests/trt/test_polygraphy_backend.py, at the lowest Polygraphy
+    allowed: the attributes qbench reads on Polygraphy's objects (TrtRunner.context, engine,
+    last_inference_time, ...) and the loaders' behaviour, not only their signatures."""
+    site = polygraphy_sites["floor"]
+    if site.startswith("skip: "):
+        pytest.skip(site[len("skip: "):])
+    env = trt_env("10", null_libs)
+    env["PYTHONPATH"] = site + ":" + env["PYTHONPATH"]
+    runs = {}
+    for script, args in (("build_with_doubles.py", ["int8", str(small_data_dir), str(tmp_path)]),
+                         ("run_with_doubles.py", ["unfused"])):
+        proc = subprocess.run([sys.executable, str(REPO / "tests" / "trt" / script), *args], env=env,
+                              capture_output=True, text=True, cwd=REPO, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        runs[script] = json.loads(proc.stdout.strip().splitlines()[-1])
+    built, ran = runs["build_with_doubles.py"], runs["run_with_doubles.py"]
+    assert built["polygraphy"] == ran["polygraphy"] == _floor()
+    assert built["flags"] == ["INT8", "OBEY_PRECISION_CONSTRAINTS", "TF32"] and built["from_cache"] == [False, False, True]
+    assert built["served"] == [[[2, 3, 256, 256], True], [[2, 3, 256, 256], True]] and built["leftovers"] == []
+    assert ran["y"] == [[0.0, 0.25, 2.0, 0.0], [3.0, 0.0, 0.5, 1.0]] and ran["first_y_unchanged"] is True
+    assert ran["debug"] == {"x_times_2 [internal]": [[-3.0, 0.5, 4.0, -0.25], [6.0, -4.0, 1.0, 2.0]]}
