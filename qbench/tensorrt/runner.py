@@ -36,11 +36,11 @@ class TrtRunner:
         self.capture = capture
         pg = polygraphy_backend.backend(self.trt)
         data = Path(engine).read_bytes() if isinstance(engine, (str, Path)) else bytes(engine)
-        try:
-            runtime = self.trt.Runtime(pg.get_trt_logger())
+        try:  # held for as long as the engine: an engine must not outlive the Runtime that made it
+            self.runtime = self.trt.Runtime(pg.get_trt_logger())
         except TypeError as exc:  # the bindings raise TypeError when libnvinfer returns no runtime
             raise MissingDependencyError(f"TensorRT could not create a Runtime ({exc}): its libraries or a GPU are missing") from None
-        engine_obj = polygraphy_backend.call(pg.EngineFromBytes(data, runtime=runtime),
+        engine_obj = polygraphy_backend.call(pg.EngineFromBytes(data, runtime=self.runtime),
                                              "TensorRT could not deserialize the engine (another TensorRT version or GPU?)")
         self.runner = pg.TrtRunner(engine_obj, name=name)
         polygraphy_backend.call(self.runner.activate, f"{name}: cannot start the engine")
