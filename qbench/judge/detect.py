@@ -298,6 +298,13 @@ class DetectAccumulator(Accumulator):
             diffs = diffs[np.isfinite(diffs)]
             if diffs.size:
                 interval = tuple(float(v) for v in np.quantile(diffs, [0.025, 0.975]))
-        ev = Evidence("interval", n=n_img, interval=interval)
+        # the units are the ground-truth boxes: those FP32 finds and the candidate does not, and the
+        # other way round, per image (a recall difference over boxes bounds how little 8 identical
+        # images can show about the mAP drop)
+        tp_ref = np.array([int(p[2].sum()) for p in self.pool["ref"]])
+        tp_cand = np.array([int(p[2].sum()) for p in self.pool["cand"]])
+        gt_boxes = float(sum(len(g) for g in self.gt))
+        ev = Evidence("interval", n=n_img, interval=interval,
+                      unit_changes=(float(np.clip(tp_ref - tp_cand, 0, None).sum()), float(np.clip(tp_cand - tp_ref, 0, None).sum()), gt_boxes))
         return Summary(metrics, "map50_drop", "mAP@0.5 drop vs FP32 (labels)", drop, float(self.options["max_drop"]),
                        "max_drop", False, ev, notes, **common)
