@@ -75,7 +75,7 @@ class RunOutcome:
 
 
 def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
-    from qbench.advise import recommend
+    from qbench.advise import recommend, shipped_from_search
     from qbench.calibrate import calibrate
     from qbench.compare import compare_precision
     from qbench.data import load_dataset
@@ -161,7 +161,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         from qbench.fp16_stage import assumption_note, run_fp16_stage
 
         extras.append(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference, judge))
-    recommendation = recommend(candidates)
+    # the run's one answer, computed once: the report header, results.json and the console print it
+    recommendation = recommend(candidates, shipped=shipped_from_search(search))
     note = assumption_note(recommendation, comparisons) if "fp16" in cfg.precisions else ""
     recommendation.reason += note
     meta = {
@@ -175,7 +176,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     }
     if note:  # what an FP16 recommendation assumes; the report appends it to the same recommendation
         meta["recommendation_note"] = {"precision": recommendation.precision, "text": note.strip()}
-    report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras)
+    report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras,
+                          recommendation=recommendation)
     with ResultStore(cfg.store or out.parent / "qbench.sqlite") as store:
         run_ids = [store.record_run(graph.name, graph.digest, c, data_dir=str(cfg.data), samples=len(dataset),
                                     recommendation=recommendation.precision, report_path=str(report))
