@@ -70,7 +70,14 @@ def _fmt(v: float) -> str:
 
 
 def _fmt_ci(iv: tuple) -> str:
-    return f"95% CI {iv[0]:.2f}-{iv[1]:.2f}" if max(abs(iv[0]), abs(iv[1])) >= 0.01 or iv == (0.0, 0.0) else f"95% CI {iv[0]:.3g}-{iv[1]:.3g}"
+    if max(abs(iv[0]), abs(iv[1])) < 0.01 and iv != (0.0, 0.0):
+        return f"95% CI {iv[0]:.3g}-{iv[1]:.3g}"
+    # as many decimals as it takes to show two different bounds (an interval is never a point,
+    # and must not read as one: 0.99996-1.00000, not 1.00-1.00)
+    digits = 2
+    while digits < 6 and f"{iv[0]:.{digits}f}" == f"{iv[1]:.{digits}f}":
+        digits += 1
+    return f"95% CI {iv[0]:.{digits}f}-{iv[1]:.{digits}f}"
 
 
 def decide(label: str, value: float, tolerance: float, higher_is_better: bool, evidence: Evidence,
