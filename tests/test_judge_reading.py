@@ -80,7 +80,7 @@ def test_anchor_logits_are_judged_in_probability_space():
     res = acc.finish()
     assert list(res.per_sample["agree"]) == [1.0, 0.0]
     assert "'scores' [1, 896, 1] read as logits" in res.note and "sigmoid" in res.note
-    assert "'boxes' [1, 896, 16] read as values" in res.note
+    assert "'boxes' [1, 896, 16] read as regressors of an anchor head, only at the anchors 'scores' decides" in res.note
     assert res.per_sample.loc[1, "worst_reading"] == "logits"
 
 

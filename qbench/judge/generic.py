@@ -39,6 +39,7 @@ import pandas as pd
 from qbench.errors import QbenchError
 from qbench.judge import reading as rd
 from qbench.judge.base import Accumulator, Summary
+from qbench.judge.heads import find_anchor_head
 from qbench.judge.verdict import Evidence
 
 DEFAULTS = {
@@ -59,6 +60,7 @@ DEFAULTS = {
 def prepare(graph, options: dict) -> dict:
     o = dict(options)
     o["_read"] = rd.parse_read_option(o.get("read"))
+    o["_anchor_head"] = find_anchor_head(graph) if graph is not None else None
     unknown = [n for n in o["_read"] if graph is not None and n not in graph.output_names]
     if unknown:
         raise QbenchError(f"generic: option read names output(s) {unknown} the model does not have ({list(graph.output_names)})")
@@ -129,13 +131,40 @@ class GenericAccumulator(Accumulator):
     def _reading(self, out: str, r: np.ndarray, axis) -> rd.Reading:
         if out not in self.readings:
             forced = self.options.get("_read", {}).get(out)
-            self.readings[out] = rd.decide_reading(self.judge.graph, out, r, axis, forced)
+            head = self.options.get("_anchor_head")
+            if forced is None and head is not None and out != head.scores and r.ndim == 3:
+                self.readings[out] = rd.Reading(out, "regressors", f"it sits beside the scores of a raw anchor head ({head.why})",
+                                                scores=head.scores)
+            else:
+                self.readings[out] = rd.decide_reading(self.judge.graph, out, r, axis, forced)
             self.shapes[out] = r.shape
         return self.readings[out]
 
-    def _part_errors(self, reading: rd.Reading, r, c, axis) -> tuple[np.ndarray, np.ndarray]:
+    def _decided_anchors(self, scores: str, ref: dict, cand: dict) -> np.ndarray:
+        """[B, N] anchors that the scores decide (p >= threshold, background column aside) in FP32
+        or in the candidate: the only anchors whose regressors an application reads."""
+        r = np.asarray(ref[scores], dtype=np.float64)
+        reading = self.readings.get(scores) or self._reading(scores, r, channel_axis(r.shape, self.options["channel_axis"]))
+        thr = float(self.options["threshold"])
+        marks = []
+        for x in (r, np.asarray(cand[scores], dtype=np.float64)):
+            p = rd.to_probabilities(x, reading) if reading.kind == "logits" else x
+            p = p[..., 1:] if p.shape[-1] >= 2 else p  # SSD convention: class 0 is the background
+            marks.append(np.nan_to_num(p, nan=0.0).max(axis=-1) >= thr)
+        return marks[0] | marks[1]
+
+    def _part_errors(self, reading: rd.Reading, r, c, axis, decided=None) -> tuple[np.ndarray, np.ndarray]:
         """(error in the reading's own unit, error / tolerance) per (row, channel) slice."""
         o = self.options
+        if reading.kind == "regressors":
+            # [B, N, K]: each channel's error at the decided anchors, against that channel's range there
+            r64, c64 = np.asarray(r, np.float64), np.asarray(c, np.float64)
+            err = np.zeros((r64.shape[0], r64.shape[2]))
+            for b in range(r64.shape[0]):
+                sel = decided[b] if decided is not None else np.ones(r64.shape[1], bool)
+                if sel.any():
+                    err[b] = slice_errors(r64[b][sel].T[None], c64[b][sel].T[None], 1, float(o["atol"]))[0]
+            return err, err / float(o["max_error"])
         if reading.kind in ("probabilities", "logits"):
             pr, pc = rd.to_probabilities(r, reading), rd.to_probabilities(c, reading)
             if reading.as_map:
@@ -173,7 +202,8 @@ class GenericAccumulator(Accumulator):
             new_nonfinite += int(np.count_nonzero(np.isfinite(r) & ~np.isfinite(c)))
             if r.size == 0:
                 continue
-            err, excess = self._part_errors(reading, r, c, axis)
+            decided = self._decided_anchors(reading.scores, ref, cand) if reading.kind == "regressors" else None
+            err, excess = self._part_errors(reading, r, c, axis, decided)
             at = np.unravel_index(int(np.argmax(excess)), excess.shape)
             if excess[at] > worst_excess:
                 worst_excess, worst, worst_kind = float(excess[at]), float(err[at]), reading.kind
@@ -212,6 +242,10 @@ class GenericAccumulator(Accumulator):
                            min_exact_agreement=float(frame["exact_agreement"].min()),
                            new_nonfinite=int(frame["new_nonfinite"].sum()))
         notes = [self.reading_note()] if self.readings else []
+        if self.options.get("_anchor_head") is not None:
+            # generic stays strict at the anchor level; what an application reads is the detections
+            notes.append("the outputs form a raw anchor head: --task detect (or auto) judges the objects it finds "
+                         "(give option anchors to decode boxes)")
         if n and metrics["new_nonfinite"]:
             notes.append(f"{metrics['new_nonfinite']} NaN/Inf value(s) new in the candidate")
         out = self._one_map()

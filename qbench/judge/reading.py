@@ -16,6 +16,10 @@ A model's outputs are different things, and an error means different things in e
 * **scalars** — one float per batch row that is not a probability (an energy, a count, a score
   of unknown scale): no range to normalise by, so absolute and relative tolerance,
   |cand − ref| <= ``scalar_atol`` + ``scalar_rtol`` · |ref| (as numpy.isclose).
+* **regressors** — the box/landmark regressors [B, N, K] of a raw anchor head (qbench.judge.heads)
+  whose scores [B, N, C] sit beside them: read only at the anchors the scores decide (p >= threshold
+  in FP32 or the candidate, background class aside), each channel's error against that channel's
+  range there; the regressors of background anchors are never read by any application.
 * **values** — everything else (regressors, features, maps of unknown meaning): each (batch row,
   channel) slice's largest error against its own range (``generic.slice_errors``).
 
@@ -34,7 +38,7 @@ import numpy as np
 from qbench.errors import QbenchError
 from qbench.judge.outputs import is_float_type, output_specs
 
-KINDS = ("classes", "probabilities", "logits", "scalar", "values")
+KINDS = ("classes", "probabilities", "logits", "scalar", "values", "regressors")
 # ops that move or regroup values without changing what they mean
 _SHAPE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Concat", "Slice", "Gather",
               "Split", "Cast", "Expand", "Tile"}
@@ -51,6 +55,7 @@ class Reading:
     why: str
     softmax_axis: int | None = None   # logits with more than one channel: the axis of the softmax
     as_map: bool = False              # probabilities read by the decisions at the threshold
+    scores: str | None = None         # regressors: the scores output of their anchor head
 
     def describe(self, shape) -> str:
         dims = "[" + ", ".join(str(d) for d in shape) + "]"
@@ -60,6 +65,7 @@ class Reading:
                "logits": ("logits, judged as probabilities (" + ("softmax" if self.softmax_axis is not None else "sigmoid")
                           + ("), by the decisions p >= threshold (set IoU)" if self.as_map else "), by the absolute change")),
                "scalar": "a scalar per row, by absolute + relative tolerance",
+               "regressors": f"regressors of an anchor head, only at the anchors '{self.scores}' decides",
                "values": "values, by each slice's error against its own range"}[self.kind]
         return f"'{self.output}' {dims} read as {how} because {self.why}"
 
