@@ -301,9 +301,6 @@ def recommend(candidates, thresholds=None, shipped: Shipped | None = None) -> Re
             reason += f" {r.precision.upper()} is inconclusive (not recommended until settled): {r.why}."
         elif r.verdict == "fail":
             reason += f" {r.precision.upper()} rejected: {r.why}."
-    if shipped is not None and choice["precision"] != SHIPPED and precision_rank(str(choice["precision"])) > 0.5:
-        # the search's sentence stands beside this answer in the report: say why it is not INT8
-        reason += f" The search's {SHIPPED} ({shipped.describe()}) is {shipped.verdict}, not a pass."
     return Recommendation(str(choice["precision"]), reason, table, th, shipped)
 
 

@@ -161,6 +161,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         from qbench.fp16_stage import assumption_note, run_fp16_stage
 
         extras.append(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference, judge))
+    if judge is not None and judge.task == "stream":  # recurrent models: verdicts over whole streams
+        extras.append(_stream_stage(cfg, graph, dataset, ranges, candidates, comparisons, reference, judge, echo))
     # the run's one answer, computed once: the report header, results.json and the console print it
     recommendation = recommend(candidates, shipped=shipped_from_search(search))
     note = assumption_note(recommendation, comparisons) if "fp16" in cfg.precisions else ""
@@ -183,6 +185,35 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
                                     recommendation=recommendation.precision, report_path=str(report))
                    for c in candidates]
     return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids, search)
+
+
+def _stream_stage(cfg: RunConfig, graph, dataset, ranges, candidates, comparisons, reference, judge, echo):
+    """--task stream (qbench.judge.stream): each INT8/FP16 candidate run over the data's streams with
+    its own carried state; its stream verdict replaces the chunk-by-chunk one (stored state), and the
+    report shows the probability tracks."""
+    from qbench.judge.stream import judge_stream, track_plot
+    from qbench.report import ExtraSection
+    from qbench.runners import OrtRunner
+    from qbench.simulate import build_fp16_model, build_int8_model
+
+    images, lines = [], []
+    names = [getattr(p, "name", str(p)) for p in getattr(dataset, "files", [])] or None
+    for c in candidates:
+        if c.precision not in ("int8", "fp16"):
+            continue  # the search's and the worst-case candidates keep their chunk verdicts
+        sim = (build_int8_model(graph, ranges, keep_float=cfg.keep_float, placement=_placement(cfg)) if c.precision == "int8"
+               else build_fp16_model(graph, keep_float=cfg.keep_float))
+        runner = OrtRunner(sim.model, name=f"{c.precision} (stream)", capture=None, optimize=False)
+        result = judge_stream(judge, dataset, reference.run, runner.run, names, limit=cfg.compare_limit)
+        c.task = comparisons[c.precision].task = result
+        echo(f"qbench: {c.precision}: stream: {result.verdict.upper()} — {result.reason}")
+        png = track_plot(result, f"{c.precision.upper()} vs FP32: {judge.options['output']} over each stream")
+        if png is not None:
+            images.append((f"{c.precision.upper()}: probability tracks (dots: chunks whose decision differs)", png))
+        lines.append(f"{c.precision}: {result.reason}")
+    return ExtraSection("Streams: output probability tracks (each model carries its own state)", None,
+                        "Chunks run in order per stream; FP32 and each candidate carry their own recurrent state. "
+                        + " ".join(lines), tuple(images))
 
 
 def _placement(cfg: RunConfig) -> str:

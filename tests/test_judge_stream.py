@@ -121,3 +121,29 @@ def test_state_option_is_checked(vad):
     graph, _, _ = vad
     with pytest.raises(QbenchError, match="input:output"):
         make_judge("stream", graph, {"state": "nope:stateN"})
+
+
+@pytest.mark.slow
+def test_qbench_run_task_stream_reports_tracks(vad, tmp_path):
+    """`qbench run --task stream` on a sequence folder: each candidate's verdict is the stream verdict,
+    and the report shows the probability tracks."""
+    import json
+    import subprocess
+    import sys
+
+    graph, data, _ = vad
+    from tests.corpus.models import packaged
+
+    out = tmp_path / "rep"
+    proc = subprocess.run([sys.executable, "-m", "qbench", "run", str(packaged("silero-vad", f"{SILERO}/silero_vad_openvino_16k.onnx")),
+                           "--data", str(data.files[0].parent), "--task", "stream", "--no-fallback", "--limit", "110",
+                           "--fp16-mode", "likely", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((out / "results.json").read_text())
+    tasks = {c["precision"]: c["task"] for c in doc["candidates"]}
+    for precision in ("int8", "fp16"):
+        assert tasks[precision]["primary"] == "decision_agreement" and tasks[precision]["metrics"]["streams"] == 2
+        assert len(tasks[precision]["per_sample"]) == 110 and "fp32_p" in tasks[precision]["per_sample"][0]
+    page = (out / "index.html").read_text()
+    assert "Streams: output probability tracks" in page
+    assert sum(1 for k in doc["files"] if k.startswith("extra[Streams")) == 2
