@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto
 from PIL import Image
 
 from judge_fixtures import db_tensor, render_page

@@ -30,6 +30,8 @@ Verdict: F1 vs FP32 >= ``min_agreement`` (bootstrap over images); with labels, m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -114,8 +116,6 @@ def _anchor_head(graph, o: dict):
 
 
 def _load_anchors(path) -> np.ndarray:
-    from pathlib import Path
-
     p = Path(str(path))
     if not p.is_file():
         raise QbenchError(f"detect: anchors file not found: {p}")

@@ -117,10 +117,6 @@ def slice_errors(ref: np.ndarray, cand: np.ndarray, axis: int | None, atol: floa
     return err.astype(np.float64) / scale
 
 
-def new_nonfinite_free(metrics: dict) -> bool:
-    return not metrics.get("new_nonfinite")
-
-
 class GenericAccumulator(Accumulator):
     def __init__(self, judge) -> None:
         super().__init__(judge)
@@ -255,7 +251,7 @@ class GenericAccumulator(Accumulator):
             inter, union = float(frame["decided_inter"].fillna(0).sum()), float(frame["decided_union"].fillna(0).sum())
             value = inter / union if union else 1.0
             metrics["decision_iou"] = value
-            if not new_nonfinite_free(metrics):
+            if metrics.get("new_nonfinite"):
                 value = 0.0  # NaN/Inf where FP32 is finite: nothing the map says can be trusted
             ev = (Evidence("ratio", num=tuple(frame["decided_inter"].fillna(0)), den=tuple(frame["decided_union"].fillna(0)),
                            n=n, counts=True) if union else Evidence("point"))

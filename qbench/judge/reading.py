@@ -124,7 +124,7 @@ def decide_reading(graph, name: str, ref: np.ndarray, axis: int | None, forced: 
     if op in _PROBABILITY_OPS:
         return Reading(name, "probabilities", f"it is produced by {op}", as_map=as_map)
     if named and in_unit:
-        return Reading(name, "probabilities", f"its name says scores and every value lies in [0, 1]", as_map=as_map)
+        return Reading(name, "probabilities", "its name says scores and every value lies in [0, 1]", as_map=as_map)
     if named and finite.size:
         return Reading(name, "logits", f"its name says scores and its values leave [0, 1] "
                        f"({float(finite.min()):.3g} to {float(finite.max()):.3g}), so they are logits",
