@@ -81,6 +81,11 @@ def test_anchor_head_decoded_like_the_application(retinaface):
         assert (iou.max(axis=1) > 0.6).all()
         total += len(theirs)
     assert total >= 3 * RUN_SAMPLES
+    # the report's sample pictures draw the decoded faces of an anchor head too
+    from qbench.compare.marks import marks
+
+    drawn = marks(ref, judge, feed)
+    assert len(drawn["boxes"]) == len(theirs) and "detection" in drawn["text"]
     with pytest.raises(QbenchError, match="anchors"):
         make_judge("detect", graph, {"anchors": str(anchors.parent / "missing.npy")})
 
