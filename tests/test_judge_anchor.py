@@ -123,3 +123,29 @@ def test_verdicts_agree_with_the_oracle_on_more_samples(retinaface):
             assert result.verdict == "fail", (name, share, result.reason)
         if result.verdict == "pass":
             assert share >= 0.85, (name, share, result.reason)
+
+
+def test_blazeface_shaped_logit_scores_are_judged_in_probability_space():
+    """The issue's head: regressors [1, 896, 16] and logit scores [1, 896, 1]. Background logits
+    moving from -100 to -400 change no probability; a face whose logits fall below 0 is lost."""
+    g = tiny_graph({"regressors": (TensorProto.FLOAT, [1, 896, 16]), "classificators": (TensorProto.FLOAT, [1, 896, 1])})
+    judge = make_judge("auto", g)
+    assert judge.task == "detect" and "'classificators'" in judge.note
+    rng = np.random.default_rng(0)
+    reg = rng.normal(0, 30, (1, 896, 16)).astype(np.float32)
+    logits = rng.uniform(-400, -100, (1, 896, 1)).astype(np.float32)
+    logits[0, :6, 0] = 4.0                                  # six anchors on faces
+    moved = logits * rng.uniform(0.3, 3.0, logits.shape).astype(np.float32)
+    moved[0, :6, 0] = 3.0
+    lost = moved.copy()
+    lost[0, :4, 0] = -2.0                                   # four of them gone
+    acc = judge.start()
+    for i in range(3):
+        acc.add(i, f"s{i}", {"regressors": reg, "classificators": logits}, {"regressors": reg * 1.3, "classificators": moved}, {})
+    res = acc.finish()
+    assert res.metrics["score_recall_vs_fp32"] == 1.0 and "scores read as logits (sigmoid)" in res.note
+    acc = judge.start()
+    for i in range(3):
+        acc.add(i, f"s{i}", {"regressors": reg, "classificators": logits}, {"regressors": reg, "classificators": lost}, {})
+    res = acc.finish()
+    assert res.metrics["score_recall_vs_fp32"] == pytest.approx(1 / 3) and res.verdict == "fail"
