@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qbench import __version__, atomic
-from qbench.advise import Thresholds, evaluate, recommend
+from qbench.advise import Thresholds, evaluate, recommend, shipped_from_search
 from qbench.calibrate import calibrate
 from qbench.compare import compare_precision
 from qbench.compare.entry import dataset_judge
@@ -21,12 +21,14 @@ from qbench.data import load_dataset
 from qbench.defaults import PRECISIONS
 from qbench.errors import QbenchError
 from qbench.fp16_stage import assumption_note, run_fp16_stage
+from qbench.judge.stream import judge_stream, track_plot
 from qbench.model import ModelGraph
 from qbench.ranges import Ranges
 from qbench.report import CandidateResult, ExtraSection, write_report
 from qbench.runners import OrtRunner
 from qbench.search import SearchOptions, find_int8
 from qbench.search.holdout import subset
+from qbench.simulate import build_fp16_model, build_int8_model
 from qbench.simulate.common import resolve_keep_float
 from qbench.simulate.placement import concat_hazards, plan_int8
 from qbench.store import ResultStore
@@ -142,7 +144,10 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
 
     if "fp16" in cfg.precisions:  # worst-case FP16 candidate, headroom, fixes (qbench.fp16_stage)
         extras.append(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference, judge))
-    recommendation = recommend(candidates)
+    if judge is not None and judge.task == "stream":  # recurrent models: verdicts over whole streams
+        extras.append(_stream_stage(cfg, graph, dataset, ranges, candidates, comparisons, reference, judge, echo))
+    # the run's one answer, computed once: the report header, results.json and the console print it
+    recommendation = recommend(candidates, shipped=shipped_from_search(search))
     note = assumption_note(recommendation, comparisons) if "fp16" in cfg.precisions else ""
     recommendation.reason += note
     meta = {
@@ -156,7 +161,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     }
     if note:  # what an FP16 recommendation assumes; the report appends it to the same recommendation
         meta["recommendation_note"] = {"precision": recommendation.precision, "text": note.strip()}
-    report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras)
+    report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras,
+                          recommendation=recommendation)
     with ResultStore(cfg.store or out.parent / "qbench.sqlite") as store:
         run_ids = [store.record_run(graph.name, graph.digest, c, data_dir=str(cfg.data), samples=len(dataset),
                                     recommendation=recommendation.precision, report_path=str(report))
@@ -195,6 +201,30 @@ def _int8_hazards(cfg: RunConfig, graph, ranges, echo) -> list[str]:
     for hazard in hazards:
         echo(f"qbench: warning: {hazard}")
     return hazards
+
+
+def _stream_stage(cfg: RunConfig, graph, dataset, ranges, candidates, comparisons, reference, judge, echo):
+    """--task stream (qbench.judge.stream): each INT8/FP16 candidate run over the data's streams with
+    its own carried state; its stream verdict replaces the chunk-by-chunk one (stored state), and the
+    report shows the probability tracks."""
+    images, lines = [], []
+    names = [getattr(p, "name", str(p)) for p in getattr(dataset, "files", [])] or None
+    for c in candidates:
+        if c.precision not in ("int8", "fp16"):
+            continue  # the search's and the worst-case candidates keep their chunk verdicts
+        sim = (build_int8_model(graph, ranges, keep_float=cfg.keep_float, placement=_placement(cfg)) if c.precision == "int8"
+               else build_fp16_model(graph, keep_float=cfg.keep_float))
+        runner = OrtRunner(sim.model, name=f"{c.precision} (stream)", capture=None, optimize=False)
+        result = judge_stream(judge, dataset, reference.run, runner.run, names, limit=cfg.compare_limit)
+        c.task = comparisons[c.precision].task = result
+        echo(f"qbench: {c.precision}: stream: {result.verdict.upper()} — {result.reason}")
+        png = track_plot(result, f"{c.precision.upper()} vs FP32: {judge.options['output']} over each stream")
+        if png is not None:
+            images.append((f"{c.precision.upper()}: probability tracks (dots: chunks whose decision differs)", png))
+        lines.append(f"{c.precision}: {result.reason}")
+    return ExtraSection("Streams: output probability tracks (each model carries its own state)", None,
+                        "Chunks run in order per stream; FP32 and each candidate carry their own recurrent state. "
+                        + " ".join(lines), tuple(images))
 
 
 def _placement(cfg: RunConfig) -> str:
