@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qbench import __version__, atomic
-from qbench.errors import QbenchError
+from qbench.format_stage import run_worst_variants, with_range_note
+from qbench.simulate import formats
 
 log = logging.getLogger("qbench")
 
@@ -61,6 +62,8 @@ class RunConfig:
     task: str | None = "generic"
     task_options: dict = field(default_factory=dict)
     labels: Path | None = None
+    # the newer formats' own options (qbench.simulate.formats): fp8_calibrator ("max" | "ranges"), block (INT4)
+    format_options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -85,9 +88,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     from qbench.runners import OrtRunner
     from qbench.store import ResultStore
 
-    unknown = [p for p in cfg.precisions if p not in PRECISIONS]
-    if unknown:
-        raise QbenchError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+    cfg.precisions = formats.expand(cfg.precisions)  # "all" -> every simulated format (qbench.simulate.formats)
     graph = ModelGraph.from_path(cfg.model)
     dataset = load_dataset(cfg.data, graph.inputs)
     judge = make_run_judge(cfg, graph, dataset, echo)  # bad task options fail before any work
@@ -130,7 +131,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             continue  # only the worst-mode candidate, added by the FP16 stage below
         comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float, reference=reference,
                                        limit=cfg.compare_limit, progress=cfg.progress, judge=judge,
-                                       placement=_placement(cfg))
+                                       placement=_placement(cfg), format_options=cfg.format_options)
         comparison.save(out / precision)
         comparisons[precision] = comparison
         meta = dict(comparison.meta)
@@ -148,6 +149,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             echo(f"qbench: warning: {note}")
             hazards.append(note)
 
+    run_worst_variants(cfg, graph, dataset, comparisons, candidates, out, echo, reference, judge)  # bf16-worst
     extras, search = [], None
     if "int8" in comparisons:
         search, mixed, sections = _search(cfg, graph, dataset, comparisons["int8"], out, echo, reference, judge,
@@ -160,7 +162,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     if "fp16" in cfg.precisions:  # worst-case FP16 candidate, headroom, fixes (qbench.fp16_stage)
         from qbench.fp16_stage import assumption_note, run_fp16_stage
 
-        extras.append(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference, judge))
+        extras.append(with_range_note(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference,
+                                                     judge), comparisons))
     recommendation = recommend(candidates)
     note = assumption_note(recommendation, comparisons) if "fp16" in cfg.precisions else ""
     recommendation.reason += note
