@@ -167,13 +167,68 @@ def test_w4a16_blockwise_int4_equals_numpy_and_only_gemm_weights(rec):
         np.testing.assert_allclose(scale, np.where(ref_scale > 0, ref_scale, 1), rtol=1e-3)
 
 
+def test_nvfp4_decomposition_equals_ml_dtypes_on_real_activations(rec):
+    """ORT has no FP4 kernel: the ONNX decomposition of the dynamic block quantization must give
+    exactly ml_dtypes' E2M1 (and E4M3 block scales) on the recognizer's MatMul inputs."""
+    from qbench.simulate import nvfp4
+
+    graph, feed, _, ranges = rec
+    sim = FORMATS["nvfp4"].simulate(graph, ranges)
+    assert len(sim.quantized) >= 4 and len(sim.weights) >= 8
+    out = _run(sim, feed, sim.quantized + [naming.float_name(n) for n in sim.quantized] + sim.weights)
+    for name in sim.quantized:
+        before = out[naming.float_name(name)]
+        g = nvfp4.global_scale(fp8_mod.observed_amax(ranges, name))
+        k = before.shape[-1]
+        pad = (-k) % 16  # the recognizer's width 120 ends in a block of 8
+        rows = np.concatenate([before, np.zeros(before.shape[:-1] + (pad,), np.float32)], axis=-1).reshape(-1, 16)
+        s = np.clip(np.abs(rows).max(axis=1, keepdims=True) / np.float32(6 * g), -448, 448)
+        s = s.astype(ml_dtypes.float8_e4m3fn).astype(np.float32) * np.float32(g)
+        safe = np.where(s == 0, np.float32(1), s)
+        codes = np.clip(rows / safe, -6, 6).astype(ml_dtypes.float4_e2m1fn).astype(np.float32)
+        expected = (codes * safe).reshape(before.shape[:-1] + (k + pad,))[..., :k]
+        np.testing.assert_array_equal(out[name], expected)
+        assert len(np.unique(np.abs(codes))) <= 8  # E2M1 has 8 magnitudes
+    attention = [n for n in graph.model.graph.node if n.op_type == "MatMul" and not set(n.input) & graph.initializer_names]
+    for node in attention:  # placement: matmuls between activations stay float
+        assert node.input[1] not in sim.quantized
+    for name in sim.weights:
+        w = graph.initializer(name)
+        np.testing.assert_array_equal(out[name], nvfp4.quantize_weight(w, 0))
+        assert len(np.unique(out[name])) < len(np.unique(w))
+
+
+def test_e2m1_rounding_of_the_decomposition_on_every_tie():
+    """The three-step Round decomposition against ml_dtypes on every E2M1 value, tie and neighbour."""
+    from onnx import TensorProto, helper
+
+    from qbench.simulate import nvfp4
+    from qbench.simulate.rewrite import Rewriter
+
+    grid = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6], np.float32)
+    mids = (grid[1:] + grid[:-1]) / 2
+    probe = np.concatenate([grid, mids, np.nextafter(mids, 0), np.nextafter(mids, 10), [6.5, 100.0]]).astype(np.float32)
+    x = np.concatenate([probe, -probe])
+    x = np.concatenate([x, np.zeros((-len(x)) % 16, np.float32)])
+    x[0] = 6.0  # block maxima of 6 keep the block scale at 1 (g = 1/448)
+    x = x.reshape(1, -1)
+    g = 1 / 448
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    rw = Rewriter(model)
+    src, dst = rw.tap("x")
+    rw.add_chain("x", nvfp4._chain("x", src, dst, g, rw, x.shape[-1]))
+    got = OrtRunner(rw.apply(), name="t", capture=None, optimize=False).run({"x": x})["y"]
+    np.testing.assert_array_equal(got, nvfp4.fake_quantize_blocks(x, g))
+
+
 def test_table_names_and_expand():
-    assert expand(["all"]) == ("int8", "fp8", "w4a16", "fp16", "bf16")
+    assert expand(["all"]) == ("int8", "fp8", "nvfp4", "w4a16", "fp16", "bf16")
     assert get("bf16-worst").name == "bf16" and get("int8-mixed").name == "int8"
     from qbench.errors import QbenchError
 
-    with pytest.raises(QbenchError, match="nvfp4 is not simulated: ONNX Runtime"):
-        expand(["nvfp4"])
     with pytest.raises(QbenchError, match="unknown precision"):
         expand(["fp7"])
     for fmt in FORMATS.values():

@@ -15,7 +15,8 @@ Row fields (the TensorRT facts are cited in docs/FORMATS.md; none was run on rea
 - ``min_cc`` / ``gpus``: the compute capability TensorRT needs for it, and the GPU generations.
 - ``builder`` (TensorRT 10 builder flags), ``strongly_typed`` (TensorRT 11: a strongly typed network
   takes the types from the ONNX model), ``trtexec`` / ``polygraphy``: the command-line flags.
-- ``shipped``: the folder ``<out>/<name>-best/`` holds an explicit Q/DQ model of it.
+- ``shipped`` / ``deploy_model``: the folder ``<out>/<name>-best/`` is written by qbench.search.format_deploy,
+  with the explicit model ``deploy_model`` makes (INT8's folder is the search's, qbench.search.deploy).
 - ``simulated``: False for a row kept for its facts whose simulation is not exact (``why_not``).
 """
 
@@ -28,8 +29,9 @@ from qbench.errors import QbenchError
 from qbench.simulate.bf16 import build_bf16_model
 from qbench.simulate.fp8 import build_fp8_model
 from qbench.simulate.fp16 import build_fp16_model
+from qbench.simulate.nvfp4 import build_nvfp4_model
 from qbench.simulate.qdq import build_int8_model
-from qbench.simulate.w4a16 import build_w4a16_model
+from qbench.simulate.w4a16 import build_w4a16_model, int4_weight_model
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ class Format:
     stats: str | None = None
     headroom: bool = False
     worst: str = ""
-    shipped: bool = False
+    shipped: bool = False  # <out>/<name>-best/ written by qbench.search.format_deploy
+    deploy_model: Callable | None = None  # (graph, ranges, keep_float, **options) -> the Q/DQ ModelProto to ship
     simulated: bool = True
     why_not: str = ""
     options: dict = field(default_factory=dict)
@@ -77,8 +80,20 @@ def _fp8(graph, ranges, keep_float, mode, fp8_calibrator: str = "max", **_):
     return build_fp8_model(graph, ranges, keep_float=keep_float, calibrator=fp8_calibrator)
 
 
+def _nvfp4(graph, ranges, keep_float, mode, **_):
+    return build_nvfp4_model(graph, ranges, keep_float=keep_float)
+
+
 def _w4a16(graph, ranges, keep_float, mode, block: int = 128, **_):
     return build_w4a16_model(graph, keep_float=keep_float, block=block)
+
+
+def _fp8_deploy(graph, ranges, keep_float, fp8_calibrator: str = "max", **_):
+    return build_fp8_model(graph, ranges, keep_float=keep_float, calibrator=fp8_calibrator).model
+
+
+def _w4_deploy(graph, ranges, keep_float, block: int = 128, **_):
+    return int4_weight_model(graph, keep_float, block=block)[0]
 
 
 TURING = "Turing and newer (compute capability 7.5+: T4, A100, A10, L4, H100, B200, Jetson Orin)"
@@ -86,22 +101,20 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("int8", "INT8", _int8, True, 0.0, 7.5, TURING,
            builder="config.set_flag(trt.BuilderFlag.INT8); config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="explicit INT8 Q/DQ model with trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED",
-           trtexec="--int8 --fp16", polygraphy="--int8 --fp16", stats="int8", shipped=True),
+           trtexec="--int8 --fp16", polygraphy="--int8 --fp16", stats="int8"),
     Format("fp8", "FP8", _fp8, True, 0.0, 8.9,
            "Ada, Hopper, Blackwell (compute capability 8.9+: L4, L40S, H100, H200, B200, Jetson Thor)",
            builder="config.set_flag(trt.BuilderFlag.FP8); config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="the float8 Q/DQ model with trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED",
-           trtexec="--fp8 --fp16", polygraphy="--fp8 --fp16", shipped=True),
-    Format("nvfp4", "NVFP4", None, True, -0.5, 10.0, "Blackwell (compute capability 10.0+: B200, GB200, RTX 50)",
+           trtexec="--fp8 --fp16", polygraphy="--fp8 --fp16", shipped=True, deploy_model=_fp8_deploy),
+    Format("nvfp4", "NVFP4", _nvfp4, True, -0.5, 10.0, "Blackwell (compute capability 10.0+: B200, GB200, RTX 50)",
            builder="strongly typed only: trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED (TensorRT 10.8+)",
            strongly_typed="FP4 DynamicQuantize/DequantizeLinear model with STRONGLY_TYPED",
-           trtexec="--stronglyTyped", polygraphy="--strongly-typed", simulated=False,
-           why_not=("ONNX Runtime 1.32's CPU build has no FLOAT4E2M1 QuantizeLinear, DequantizeLinear or Cast kernel "
-                    "(checked), and qbench has no exact replacement for the dynamic per-block activation scales yet")),
+           trtexec="--stronglyTyped", polygraphy="--strongly-typed"),
     Format("w4a16", "W4A16", _w4a16, False, 0.75, 7.5, TURING + "; weight-only INT4 GEMMs, TensorRT 10+",
            builder="config.set_flag(trt.BuilderFlag.FP16) (the INT4 weights come from the blockwise DequantizeLinear)",
            strongly_typed="the blockwise INT4 DequantizeLinear model (FP16 scales) with STRONGLY_TYPED",
-           trtexec="--fp16", polygraphy="--fp16", stats="fp16", shipped=True),
+           trtexec="--fp16", polygraphy="--fp16", stats="fp16", shipped=True, deploy_model=_w4_deploy),
     Format("fp16", "FP16", _fp16, False, 1.0, 7.5, "every GPU TensorRT 10 supports (Turing and newer)",
            builder="config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="a model converted to FLOAT16 with STRONGLY_TYPED",
@@ -110,7 +123,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "Ampere and newer (compute capability 8.0+: A100, A10, L4, H100, H200, B200, Jetson Orin)",
            builder="config.set_flag(trt.BuilderFlag.BF16)",
            strongly_typed="a model converted to BFLOAT16 with STRONGLY_TYPED",
-           trtexec="--bf16", polygraphy="--bf16", worst="bf16-worst"),
+           trtexec="--bf16", polygraphy="--bf16", worst="bf16-worst", shipped=True),
 )}
 # a worst-case variant is judged and ranked like its format
 VARIANTS = {f.worst: f.name for f in FORMATS.values() if f.worst}

@@ -83,27 +83,40 @@ def plan_w4(graph: ModelGraph, keep_tensors=frozenset(), keep_nodes=frozenset())
     return plan
 
 
-def build_w4a16_model(graph, keep_float=(), *, block: int = BLOCK) -> SimulatedModel:
-    """INT4 blockwise weights on MatMul/Gemm, then FP16 rounding of the rest (module docstring)."""
+def int4_weight_model(graph, keep_float=(), *, block: int = BLOCK):
+    """(ModelProto with the blockwise INT4 DequantizeLinear on every planned weight, the plan): the
+    model TensorRT builds W4A16 from (activations float, converted by the FP16 flag)."""
     if block < 2:
         raise QbenchError(f"INT4 block size must be at least 2, not {block}")
     graph = as_graph(graph)
     keep_tensors, keep_nodes = resolve_keep_float(graph, keep_float)
     plan = plan_w4(graph, keep_tensors, keep_nodes)
-    source = graph
-    if plan:
-        model = copy_at_opset(graph.model, INT4_OPSET)
-        rw = Rewriter(model)
-        for name, axis in plan.items():
-            codes, scale = block_codes(graph.initializer(name), axis, block)
-            _, target = rw.tap(name)
-            codes_name, scale_name = name + naming.INT4, name + naming.SCALE
-            packed = helper.make_tensor(codes_name, TensorProto.INT4, list(codes.shape), codes.reshape(-1).tolist())
-            rw.add_initializer(packed)
-            rw.add_initializer(numpy_helper.from_array(scale, scale_name))
-            rw.add_chain(name, [helper.make_node("DequantizeLinear", [codes_name, scale_name], [target],
-                                                 name=f"{name}::DequantizeLinear", axis=axis, block_size=block)])
-        source = ModelGraph.from_proto(rw.apply(), name=graph.name)
+    if not plan:
+        return graph.model, plan
+    model = copy_at_opset(graph.model, INT4_OPSET)
+    rw = Rewriter(model)
+    for name, axis in plan.items():
+        codes, scale = block_codes(graph.initializer(name), axis, block)
+        _, target = rw.tap(name)
+        codes_name, scale_name = name + naming.INT4, name + naming.SCALE
+        rw.add_initializer(helper.make_tensor(codes_name, TensorProto.INT4, list(codes.shape), codes.reshape(-1).tolist()))
+        rw.add_initializer(numpy_helper.from_array(scale, scale_name))
+        rw.add_chain(name, [helper.make_node("DequantizeLinear", [codes_name, scale_name], [target],
+                                             name=f"{name}::DequantizeLinear", axis=axis, block_size=block)])
+    model = rw.apply()
+    # the float originals (``w::float``) are read by nothing once every reader takes the DQ output
+    used = {i for n in model.graph.node for i in n.input}
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return model, plan
+
+
+def build_w4a16_model(graph, keep_float=(), *, block: int = BLOCK) -> SimulatedModel:
+    """INT4 blockwise weights on MatMul/Gemm, then FP16 rounding of the rest (module docstring)."""
+    graph = as_graph(graph)
+    model, plan = int4_weight_model(graph, keep_float, block=block)
+    source = ModelGraph.from_proto(model, name=graph.name) if plan else graph
     # the INT4 chains' outputs are float activations of the new model: FP16 rounds them as the
     # engine's FP16 DequantizeLinear does; the nodes kept in float are kept there too
     sim = build_fp16_model(source, keep_float=keep_float, mode="likely")
