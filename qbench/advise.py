@@ -199,6 +199,7 @@ def recommend(candidates, thresholds=None) -> Recommendation:
                   (f"; {', '.join(unsure['precision'])} inconclusive, not a pass." if len(unsure) else "."))
         if rows:
             reason += " " + " ".join(f"{r.precision}: {r.verdict}: {r.why}." for r in table.itertuples())
+        reason += format_ranking(table)
         return Recommendation("fp32", reason, table, th)
 
     choice = passing.iloc[0]
