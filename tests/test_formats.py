@@ -233,3 +233,30 @@ def test_table_names_and_expand():
         expand(["fp7"])
     for fmt in FORMATS.values():
         assert fmt.gpus and fmt.trtexec and fmt.builder and fmt.min_cc >= 7.5
+
+
+def test_awq_scales_lower_the_output_error_of_the_recognizer_matmuls(rec):
+    """AWQ (activation-aware INT4 scales) against plain round-to-nearest on the recognizer's own
+    MatMul inputs: the layer outputs move closer to FP32, and the shipped form is x*(1/s) @ Q(w*s)."""
+    graph, feed, ref, _ = rec
+    from qbench.compare.channel_stats import channel_moments
+
+    acts = w4a16.awq_inputs(graph)
+    assert len(acts) >= 8
+    stats = channel_moments(graph, [feed], list(acts.values()))
+    rtn = FORMATS["w4a16"].simulate(graph)
+    awq = FORMATS["w4a16"].simulate(graph, channel_stats=stats)
+    assert sum(n.op_type == "Mul" and n.name.endswith("::AwqScale") for n in awq.model.graph.node) == len(acts)
+    # layer by layer on the real FP32 activations: (x / s) @ Q(w * s) vs x @ Q(w), both against x @ w
+    better = 0
+    for weight, act in acts.items():
+        w, x = graph.initializer(weight), ref[act].reshape(-1, graph.initializer(weight).shape[0])
+        exact = x @ w
+        s, alpha = w4a16.awq_scale(w, 0, *stats[act])
+        rtn_w = w4a16.dequantize(*w4a16.block_codes(w, 0), 0)
+        awq_w = w4a16.dequantize(*w4a16.block_codes(w * s[:, None], 0), 0)
+        e_rtn = float(np.square(x @ rtn_w - exact).sum())
+        e_awq = float(np.square((x / s) @ awq_w - exact).sum())
+        assert e_awq <= e_rtn * 1.05  # the diagonal proxy may miss slightly, never by much
+        better += e_awq < e_rtn and alpha > 0
+    assert better >= len(acts) // 2

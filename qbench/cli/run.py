@@ -30,6 +30,8 @@ def _options(func):
                      help="FP8 activation amax: the observed max |x| (Model Optimizer's FP8 default) or the --method ranges."),
         click.option("--int4-block", type=click.IntRange(min=2), default=128, show_default=True,
                      help="W4A16: INT4 weights per scale, along the input channels."),
+        click.option("--awq", is_flag=True, default=False,
+                     help="W4A16: activation-aware INT4 scales (AWQ; one more FP32 pass for per-channel statistics)."),
         click.option("--method", type=_METHODS, default="entropy", show_default=True, help="Calibration method."),
         click.option("--ranges", type=click.Path(path_type=Path), default=None,
                      help="Reuse a calibration cache (TensorRT text format) or qbench ranges JSON instead of calibrating."),
@@ -65,7 +67,7 @@ def _options(func):
     return task_options(func)
 
 
-def _run(model, data, out, precisions, fp8_calibrator, int4_block, method, ranges, limit, batch_size, keep_float, placement, fallback, max_float, fp16_mode,
+def _run(model, data, out, precisions, fp8_calibrator, int4_block, awq, method, ranges, limit, batch_size, keep_float, placement, fallback, max_float, fp16_mode,
          calib_fraction, seed, search_time, sensitivity, sensitivity_layers,
          task, labels, task_option, max_drop, min_agreement, evaluator, default_task="generic", default_options=None,
          quiet=False) -> None:
@@ -78,7 +80,7 @@ def _run(model, data, out, precisions, fp8_calibrator, int4_block, method, range
                     task=task, task_options=options, labels=labels, progress=not quiet,
                     calib_fraction=calib_fraction, seed=seed, search_time_s=search_time, sensitivity=sensitivity,
                     sensitivity_layers=sensitivity_layers,
-                    format_options={"fp8_calibrator": fp8_calibrator, "block": int4_block})
+                    format_options={"fp8_calibrator": fp8_calibrator, "block": int4_block, "awq": awq})
     outcome = run_pipeline(cfg, echo=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True)))
     rec = outcome.recommendation
     click.echo(f"recommendation: {rec.precision} — {rec.reason}", err=True)

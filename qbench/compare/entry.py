@@ -63,8 +63,14 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
             peaks = tensor_peaks(graph, dataset, limit=kwargs.get("limit"),
                                  names=[t.name for t in graph.tensors if t.op_type in ACCUMULATING_OPS])
         accumulate = largest_accumulating(graph, peaks)
-    sim = fmt.simulate(graph, ranges, keep_float, mode=fp16_mode, placement=placement, accumulate=accumulate,
-                       **dict(format_options or {}))
+    options = dict(format_options or {})
+    wanted = fmt.channel_stats(graph, keep_float, options) if fmt.channel_stats else []
+    if wanted:  # AWQ: one FP32 pass over the tensors whose per-channel statistics the build needs
+        from qbench.compare.channel_stats import channel_moments
+
+        options["channel_stats"] = channel_moments(graph, dataset, wanted, limit=kwargs.get("limit"))
+    options.pop("awq", None)
+    sim = fmt.simulate(graph, ranges, keep_float, mode=fp16_mode, placement=placement, accumulate=accumulate, **options)
     names = [t.name for t in graph.float_tensors]
     reference = reference or OrtRunner(graph, name="fp32")
     # ORT would fuse Q/DQ into its own int8 kernels, which refuse extreme scales (a planted or broken
@@ -83,6 +89,8 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
     if not fmt.headroom and sim.assumptions:
         cmp.meta["format_assumptions"] = list(sim.assumptions)
     cmp.meta["gpus"] = fmt.gpus
+    if options.get("channel_stats"):
+        cmp.channel_stats = options["channel_stats"]  # the ship step quantizes the same way
     return _describe(cmp, f"ONNX Runtime CPU simulation of {how} (not TensorRT)", simulated=True)
 
 

@@ -86,6 +86,9 @@ def ship_formats(out, graph, comparisons: dict, table, ranges=None, keep_float=(
         fmt = formats.FORMATS.get(name)
         if fmt is None or not fmt.shipped or name not in rows:
             continue
-        qdq = fmt.deploy_model(graph, ranges, keep_float, **dict(format_options or {})) if fmt.deploy_model else None
+        options = {k: v for k, v in dict(format_options or {}).items() if k != "awq"}
+        if getattr(comparisons[name], "channel_stats", None):  # AWQ: the statistics the candidate was built with
+            options["channel_stats"] = comparisons[name].channel_stats
+        qdq = fmt.deploy_model(graph, ranges, keep_float, **options) if fmt.deploy_model else None
         written.append(write(out, graph, fmt, rows[name], qdq))
     return written

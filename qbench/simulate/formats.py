@@ -15,6 +15,7 @@ Row fields (the TensorRT facts are cited in docs/FORMATS.md; none was run on rea
 - ``min_cc`` / ``gpus``: the compute capability TensorRT needs for it, and the GPU generations.
 - ``builder`` (TensorRT 10 builder flags), ``strongly_typed`` (TensorRT 11: a strongly typed network
   takes the types from the ONNX model), ``trtexec`` / ``polygraphy``: the command-line flags.
+- ``channel_stats``: the tensors whose per-channel statistics the build wants (AWQ), measured by compare.
 - ``shipped`` / ``deploy_model``: the folder ``<out>/<name>-best/`` is written by qbench.search.format_deploy,
   with the explicit model ``deploy_model`` makes (INT8's folder is the search's, qbench.search.deploy).
 - ``simulated``: False for a row kept for its facts whose simulation is not exact (``why_not``).
@@ -31,7 +32,7 @@ from qbench.simulate.fp8 import build_fp8_model
 from qbench.simulate.fp16 import build_fp16_model
 from qbench.simulate.nvfp4 import build_nvfp4_model
 from qbench.simulate.qdq import build_int8_model
-from qbench.simulate.w4a16 import build_w4a16_model, int4_weight_model
+from qbench.simulate.w4a16 import awq_inputs, build_w4a16_model, int4_weight_model
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class Format:
     worst: str = ""
     shipped: bool = False  # <out>/<name>-best/ written by qbench.search.format_deploy
     deploy_model: Callable | None = None  # (graph, ranges, keep_float, **options) -> the Q/DQ ModelProto to ship
+    # (graph, keep_float, options) -> tensors whose per-channel statistics the build needs (AWQ), [] for none
+    channel_stats: Callable | None = None
     simulated: bool = True
     why_not: str = ""
     options: dict = field(default_factory=dict)
@@ -84,16 +87,20 @@ def _nvfp4(graph, ranges, keep_float, mode, **_):
     return build_nvfp4_model(graph, ranges, keep_float=keep_float)
 
 
-def _w4a16(graph, ranges, keep_float, mode, block: int = 128, **_):
-    return build_w4a16_model(graph, keep_float=keep_float, block=block)
+def _w4a16(graph, ranges, keep_float, mode, block: int = 128, channel_stats=None, **_):
+    return build_w4a16_model(graph, keep_float=keep_float, block=block, channel_stats=channel_stats)
+
+
+def _w4_stats(graph, keep_float, options) -> list[str]:
+    return list(awq_inputs(graph, keep_float).values()) if options.get("awq") else []
 
 
 def _fp8_deploy(graph, ranges, keep_float, fp8_calibrator: str = "max", **_):
     return build_fp8_model(graph, ranges, keep_float=keep_float, calibrator=fp8_calibrator).model
 
 
-def _w4_deploy(graph, ranges, keep_float, block: int = 128, **_):
-    return int4_weight_model(graph, keep_float, block=block)[0]
+def _w4_deploy(graph, ranges, keep_float, block: int = 128, channel_stats=None, **_):
+    return int4_weight_model(graph, keep_float, block=block, channel_stats=channel_stats)[0]
 
 
 TURING = "Turing and newer (compute capability 7.5+: T4, A100, A10, L4, H100, B200, Jetson Orin)"
@@ -114,7 +121,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("w4a16", "W4A16", _w4a16, False, 0.75, 7.5, TURING + "; weight-only INT4 GEMMs, TensorRT 10+",
            builder="config.set_flag(trt.BuilderFlag.FP16) (the INT4 weights come from the blockwise DequantizeLinear)",
            strongly_typed="the blockwise INT4 DequantizeLinear model (FP16 scales) with STRONGLY_TYPED",
-           trtexec="--fp16", polygraphy="--fp16", stats="fp16", shipped=True, deploy_model=_w4_deploy),
+           trtexec="--fp16", polygraphy="--fp16", stats="fp16", shipped=True, deploy_model=_w4_deploy,
+           channel_stats=_w4_stats),
     Format("fp16", "FP16", _fp16, False, 1.0, 7.5, "every GPU TensorRT 10 supports (Turing and newer)",
            builder="config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="a model converted to FLOAT16 with STRONGLY_TYPED",
