@@ -247,6 +247,7 @@ def test_awq_scales_lower_the_output_error_of_the_recognizer_matmuls(rec):
     rtn = FORMATS["w4a16"].simulate(graph)
     awq = FORMATS["w4a16"].simulate(graph, channel_stats=stats)
     assert sum(n.op_type == "Mul" and n.name.endswith("::AwqScale") for n in awq.model.graph.node) == len(acts)
+    assert not any(n.name.endswith("::AwqScale") for n in rtn.model.graph.node)
     # layer by layer on the real FP32 activations: (x / s) @ Q(w * s) vs x @ Q(w), both against x @ w
     better = 0
     for weight, act in acts.items():
