@@ -153,6 +153,9 @@ def gpu_bf16_layer(torch, F, node, graph, x_in: np.ndarray, other_in):
         else:
             pad = (pt, pl)
         y = F.conv2d(x, w, b, stride=at["stride"], padding=pad, dilation=at["dilation"])
+        if b is not None:  # is PyTorch's bias a second bfloat16 rounding? (conv rounded, then + b rounded)
+            two_step = F.conv2d(x, w, None, stride=at["stride"], padding=pad, dilation=at["dilation"]) + b.reshape(1, -1, 1, 1)
+            gpu_bf16_layer.two_step_equal = float((two_step == y).float().mean())
         return y.float().cpu().numpy()
     other = torch.from_numpy(graph.initializer(node.input[1]) if node.input[1] in graph.initializer_names
                              else other_in).to(dev).to(torch.bfloat16)
@@ -187,11 +190,14 @@ def main(argv=None) -> int:
     scales = {t.name: numpy_helper.to_array(t) for t in fp8.model.graph.initializer if t.name.endswith("::scale")}
     want = sorted({i for n, _ in todo for i in n.input[:2] if i and i not in graph.initializer_names}
                   | {n.output[0] for n, _ in todo})
+    # a layer output that feeds another GEMM is itself quantized in the FP8 simulation: its name holds
+    # DQ(Q(y)), and the layer's own output is y::float (qbench.simulate.naming)
     f8 = run_sim(fp8, feed, want + [w + "::float" for w in want if w in fp8.quantized])
+    f8_out = {n.output[0]: f8.get(n.output[0] + "::float", f8[n.output[0]]) for n, _ in todo}
     b16 = run_sim(bf16, feed, want)
     print(f"{graph.name}: {len(todo)} layers (Conv group 1, MatMul); FP8 {len(fp8.quantized)} activations, BF16 rounded")
     if args.cpu_only:
-        errs = [_layer_fp32_err(graph, n, f8, ref) for n, _ in todo]
+        errs = [_layer_fp32_err(graph, n, f8, ref, f8_out) for n, _ in todo]
         print(f"RESULT: cpu-only, simulations built and run; FP8 per-layer error median {np.median(errs):.3g}")
         return 0
     import torch
@@ -214,7 +220,7 @@ def main(argv=None) -> int:
         try:
             g8 = gpu_fp8_layer(torch, F, node, graph, x_f, o_f, scales[x_name + "::scale"],
                                scales[other + "::scale"] if other else None, w_scale)
-            row["fp8_gpu_vs_sim"] = rel(g8, f8[out])
+            row["fp8_gpu_vs_sim"] = rel(g8, f8_out[out])
         except Exception as exc:  # a layout this script does not reproduce: say so, do not guess
             row["fp8_error"] = f"{type(exc).__name__}: {exc}"[:160]
         try:
@@ -225,14 +231,17 @@ def main(argv=None) -> int:
             import ml_dtypes
 
             row["bf16_bitwise_equal"] = float(np.mean(gb_rounded.astype(ml_dtypes.bfloat16).astype(np.float32) == sim_b))
+            row["bias"] = int(len(node.input) > 2 and bool(node.input[2]))
+            if row["bias"] and node.op_type == "Conv":
+                row["bf16_torch_bias_is_second_rounding"] = gpu_bf16_layer.two_step_equal
         except Exception as exc:
             row["bf16_error"] = f"{type(exc).__name__}: {exc}"[:160]
         rows.append(row)
         print(row)
     # the format's own error per layer: the simulated layer vs the FP32 layer on the same float input
     for row, (node, _) in zip(rows, todo):
-        row["fp8_layer_vs_fp32"] = _layer_fp32_err(graph, node, f8, ref)
-        row["bf16_layer_vs_fp32"] = _layer_fp32_err(graph, node, b16, ref)
+        row["fp8_layer_vs_fp32"] = _layer_fp32_err(graph, node, f8, ref, f8_out)
+        row["bf16_layer_vs_fp32"] = _layer_fp32_err(graph, node, b16, ref, b16)
     if args.csv:
         keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("layer", "op", "shape"), k))
         with open(args.csv, "w", newline="") as f:
@@ -246,14 +255,16 @@ def main(argv=None) -> int:
     fe = float(np.median([r["fp8_layer_vs_fp32"] for r in ok8])) if ok8 else float("nan")
     worstb = max((r["bf16_gpu_vs_sim"] for r in okb), default=float("nan"))
     bit = float(np.mean([r["bf16_bitwise_equal"] for r in okb])) if okb else float("nan")
+    nobias = [r["bf16_bitwise_equal"] for r in okb if not r.get("bias")]
+    bit_nobias = float(np.mean(nobias)) if nobias else float("nan")
     print(f"RESULT: {graph.name}: FP8 {len(ok8)}/{len(rows)} layers on torch._scaled_mm: GPU vs CPU simulation max "
           f"{worst8:.3g}, median {med8:.3g} (relative to the layer's max |y|); FP8's own error (same layer, FP32 vs "
           f"FP8 inputs) median {fe:.3g}. BF16 {len(okb)}/{len(rows)} layers: GPU vs CPU simulation max {worstb:.3g}, "
-          f"{bit:.4f} of outputs bitwise equal in bfloat16")
+          f"{bit:.4f} of outputs bitwise equal in bfloat16 ({bit_nobias:.5f} in the {len(nobias)} layers without bias)")
     return 0
 
 
-def _layer_fp32_err(graph, node, f8, ref) -> float:
+def _layer_fp32_err(graph, node, f8, ref, outputs) -> float:
     """max |layer(quantized inputs) - layer(FP32 inputs)| / max |layer(FP32 inputs)| for one layer, from
     the simulation's capture: the layer alone in FP32 (ONNX Runtime) on the simulation's float input
     (``t::float`` before its Q/DQ or rounding), against the simulation's output of the layer."""
@@ -272,7 +283,7 @@ def _layer_fp32_err(graph, node, f8, ref) -> float:
     model.ir_version = graph.model.ir_version
     feed = {a: f8.get(a + "::float", f8.get(a)) for a in acts}
     fp32 = OrtRunner(model, name="one", capture=None, optimize=False).run(feed)[node.output[0]]
-    return rel(f8[node.output[0]], fp32)
+    return rel(outputs[node.output[0]], fp32)
 
 
 if __name__ == "__main__":
