@@ -93,3 +93,16 @@ def test_cli_formats_errors(tmp_path, model_path):
     assert proc.returncode == 0 and "bf16:" in proc.stdout
     cast = [n for n in onnx.load(tmp_path / "b.onnx").graph.node if n.op_type == "Cast"]
     assert any(a.i == onnx.TensorProto.BFLOAT16 for n in cast for a in n.attribute if a.name == "to")
+
+
+def test_build_from_a_format_folder_says_how_to_build_it(tmp_path, model_path):
+    from qbench.search import format_deploy
+    from qbench.simulate.formats import FORMATS
+
+    graph = ModelGraph.from_path(model_path)
+    row = {"verdict": "pass", "why": "test row", "task": "segment", "task_metric": "iou", "task_value": 0.99}
+    folder = format_deploy.write(tmp_path, graph, FORMATS["bf16"], row)
+    assert format_deploy.read(folder)["format"] == "bf16" and format_deploy.read(tmp_path) is None
+    proc = _cli("build", "--from", str(folder), "-o", str(tmp_path / "m.engine"))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "trtexec --onnx=model.onnx --bf16 --saveEngine=model.engine" in proc.stderr

@@ -92,3 +92,21 @@ def ship_formats(out, graph, comparisons: dict, table, ranges=None, keep_float=(
         qdq = fmt.deploy_model(graph, ranges, keep_float, **options) if fmt.deploy_model else None
         written.append(write(out, graph, fmt, rows[name], qdq))
     return written
+
+
+def read(folder) -> dict | None:
+    """The verdict of a ``<format>-best/`` folder written here (it names its ``format``), or None for
+    any other folder (``int8-best/`` is read by qbench.search.deploy)."""
+    path = Path(folder) / "verdict.json"
+    if not path.is_file():
+        return None
+    try:
+        verdict = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(verdict, dict) or verdict.get("format") not in formats.FORMATS:
+        return None
+    verdict["folder"] = str(folder)
+    verdict["trtexec"] = (Path(folder) / "trtexec_flags.txt").read_text(encoding="utf-8").strip() \
+        if (Path(folder) / "trtexec_flags.txt").is_file() else ""
+    return verdict
