@@ -236,7 +236,8 @@ def format_ranking(table: pd.DataFrame) -> str:
     parts = []
     for r in judged.sort_values("task_value", ascending=False, kind="stable").itertuples():
         try:
-            needs = f"compute capability {formats.get(str(r.precision)).min_cc:g}+"
+            fmt = formats.get(str(r.precision))
+            needs = f"{fmt.generation} or newer, compute capability {fmt.min_cc:g}+"
         except QbenchError:
             needs = "any GPU"
         parts.append(f"{r.precision} {r.task_value:.4g} ({r.verdict}, {needs})")

@@ -232,7 +232,7 @@ def test_table_names_and_expand():
     with pytest.raises(QbenchError, match="unknown precision"):
         expand(["fp7"])
     for fmt in FORMATS.values():
-        assert fmt.gpus and fmt.trtexec and fmt.builder and fmt.min_cc >= 7.5
+        assert fmt.gpus and fmt.trtexec and fmt.builder and fmt.min_cc >= 7.5 and fmt.generation
 
 
 def test_awq_scales_lower_the_output_error_of_the_recognizer_matmuls(rec):
@@ -261,3 +261,18 @@ def test_awq_scales_lower_the_output_error_of_the_recognizer_matmuls(rec):
         assert e_awq <= e_rtn * 1.05  # the diagonal proxy may miss slightly, never by much
         better += e_awq < e_rtn and alpha > 0
     assert better >= len(acts) // 2
+
+
+def test_ranking_names_every_format_with_its_gpu_generation():
+    import pandas as pd
+
+    from qbench.advise import format_ranking, precision_rank
+
+    table = pd.DataFrame([{"precision": p, "task_value": v, "task_metric": "top1", "verdict": verdict}
+                          for p, v, verdict in (("int8", 0.91, "fail"), ("fp8", 0.97, "pass"), ("bf16-worst", 0.99, "pass"))])
+    text = format_ranking(table)
+    assert text.index("bf16-worst 0.99") < text.index("fp8 0.97") < text.index("int8 0.91")
+    assert "fp8 0.97 (pass, Ada or newer, compute capability 8.9+)" in text and "Ampere or newer" in text
+    # the cheapest first: nvfp4 < int8 = fp8 < w4a16 < fp16 = bf16 < fp32
+    assert precision_rank("nvfp4") < precision_rank("fp8") == precision_rank("int8") < precision_rank("w4a16") \
+        < precision_rank("bf16-worst") == precision_rank("fp16") < precision_rank("fp32")

@@ -41,7 +41,7 @@ def test_fp8_w4a16_bf16_candidates_ranking_and_shipped_folders(tmp_path):
     results = json.loads(outcome.results_json.read_text())
     assert [c["precision"] for c in results["candidates"]] == ["fp8", "w4a16", "bf16"]
     reason = outcome.recommendation.reason
-    assert "Formats by" in reason and "compute capability 8.9+" in reason and "compute capability 8+" in reason
+    assert "Formats by" in reason and "Ada or newer, compute capability 8.9+" in reason and "Ampere or newer" in reason
     # shipped: the FP8 folder holds an explicit float8 Q/DQ model that ONNX Runtime runs
     fp8 = tmp_path / "out" / "fp8-best"
     assert {p.name for p in fp8.iterdir()} >= {"model.onnx", "model_qdq.onnx", "trtexec_flags.txt", "polygraphy_flags.txt",

@@ -133,6 +133,7 @@ def read_spec(path: Path) -> dict:
 def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None = None) -> SweepPlan:
     """Read and validate the spec; every path made absolute. ``out``/``limit`` override the spec's."""
     from qbench.pipeline import PRECISIONS, RunConfig
+    from qbench.simulate import formats
 
     spec_path = Path(path)
     doc = read_spec(spec_path)
@@ -144,9 +145,10 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
     precisions = _list(doc, "precisions", list(PRECISIONS))
     calibrators = _list(doc, "calibrators", ["entropy"])
     tasks = _list(doc, "tasks", [""])
+    known = formats.names()  # every simulated format of qbench.simulate.formats (one per cell)
     for p in precisions:
-        if p not in PRECISIONS:
-            raise QbenchError(f"sweep spec: unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+        if p not in known:
+            raise QbenchError(f"sweep spec: unknown precision {p!r}; choose from {', '.join(known)}")
     for c in calibrators:
         if c not in CALIBRATORS:
             raise QbenchError(f"sweep spec: unknown calibrator {c!r}; choose from {', '.join(CALIBRATORS)}")

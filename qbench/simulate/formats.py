@@ -12,7 +12,8 @@ Row fields (the TensorRT facts are cited in docs/FORMATS.md; none was run on rea
 - ``headroom``: the FP16 headroom analysis (65504) applies.
 - ``worst``: the candidate name of the worst-case variant, or "" when the format has none.
 - ``cost``: lower = cheaper to run (memory and math); the recommendation takes the cheapest passing.
-- ``min_cc`` / ``gpus``: the compute capability TensorRT needs for it, and the GPU generations.
+- ``min_cc`` / ``gpus`` / ``generation``: the compute capability TensorRT needs for it, the GPUs, the
+  oldest GPU generation in one word.
 - ``builder`` (TensorRT 10 builder flags), ``strongly_typed`` (TensorRT 11: a strongly typed network
   takes the types from the ONNX model), ``trtexec`` / ``polygraphy``: the command-line flags.
 - ``channel_stats``: the tensors whose per-channel statistics the build wants (AWQ), measured by compare.
@@ -48,6 +49,7 @@ class Format:
     strongly_typed: str
     trtexec: str
     polygraphy: str
+    generation: str = ""  # the oldest GPU generation that runs it, in one word ("Ada", "Ampere"...)
     stats: str | None = None
     headroom: bool = False
     worst: str = ""
@@ -108,30 +110,30 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("int8", "INT8", _int8, True, 0.0, 7.5, TURING,
            builder="config.set_flag(trt.BuilderFlag.INT8); config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="explicit INT8 Q/DQ model with trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED",
-           trtexec="--int8 --fp16", polygraphy="--int8 --fp16", stats="int8"),
+           trtexec="--int8 --fp16", polygraphy="--int8 --fp16", stats="int8", generation="Turing"),
     Format("fp8", "FP8", _fp8, True, 0.0, 8.9,
            "Ada, Hopper, Blackwell (compute capability 8.9+: L4, L40S, H100, H200, B200, Jetson Thor)",
            builder="config.set_flag(trt.BuilderFlag.FP8); config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="the float8 Q/DQ model with trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED",
-           trtexec="--fp8 --fp16", polygraphy="--fp8 --fp16", shipped=True, deploy_model=_fp8_deploy),
+           trtexec="--fp8 --fp16", polygraphy="--fp8 --fp16", shipped=True, deploy_model=_fp8_deploy, generation="Ada"),
     Format("nvfp4", "NVFP4", _nvfp4, True, -0.5, 10.0, "Blackwell (compute capability 10.0+: B200, GB200, RTX 50)",
            builder="strongly typed only: trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED (TensorRT 10.8+)",
            strongly_typed="FP4 DynamicQuantize/DequantizeLinear model with STRONGLY_TYPED",
-           trtexec="--stronglyTyped", polygraphy="--strongly-typed"),
+           trtexec="--stronglyTyped", polygraphy="--strongly-typed", generation="Blackwell"),
     Format("w4a16", "W4A16", _w4a16, False, 0.75, 7.5, TURING + "; weight-only INT4 GEMMs, TensorRT 10+",
            builder="config.set_flag(trt.BuilderFlag.FP16) (the INT4 weights come from the blockwise DequantizeLinear)",
            strongly_typed="the blockwise INT4 DequantizeLinear model (FP16 scales) with STRONGLY_TYPED",
-           trtexec="--fp16", polygraphy="--fp16", stats="fp16", shipped=True, deploy_model=_w4_deploy,
+           trtexec="--fp16", polygraphy="--fp16", stats="fp16", shipped=True, deploy_model=_w4_deploy, generation="Turing",
            channel_stats=_w4_stats),
     Format("fp16", "FP16", _fp16, False, 1.0, 7.5, "every GPU TensorRT 10 supports (Turing and newer)",
            builder="config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="a model converted to FLOAT16 with STRONGLY_TYPED",
-           trtexec="--fp16", polygraphy="--fp16", stats="fp16", headroom=True, worst="fp16-worst"),
+           trtexec="--fp16", polygraphy="--fp16", stats="fp16", headroom=True, worst="fp16-worst", generation="Turing"),
     Format("bf16", "BF16", _bf16, False, 1.0, 8.0,
            "Ampere and newer (compute capability 8.0+: A100, A10, L4, H100, H200, B200, Jetson Orin)",
            builder="config.set_flag(trt.BuilderFlag.BF16)",
            strongly_typed="a model converted to BFLOAT16 with STRONGLY_TYPED",
-           trtexec="--bf16", polygraphy="--bf16", worst="bf16-worst", shipped=True),
+           trtexec="--bf16", polygraphy="--bf16", worst="bf16-worst", shipped=True, generation="Ampere"),
 )}
 # a worst-case variant is judged and ranked like its format
 VARIANTS = {f.worst: f.name for f in FORMATS.values() if f.worst}
