@@ -14,7 +14,6 @@ from pathlib import Path
 
 from qbench import __version__, atomic
 from qbench.format_stage import run_worst_variants, with_range_note
-from qbench.search.format_deploy import ship_formats
 from qbench.simulate import formats
 
 log = logging.getLogger("qbench")
@@ -166,6 +165,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         extras.append(with_range_note(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference,
                                                      judge), comparisons))
     recommendation = recommend(candidates)
+    from qbench.search.format_deploy import ship_formats  # here, not at the top: qbench.search costs CLI start-up time
+
     for folder in ship_formats(out, graph, comparisons, recommendation.table, ranges, cfg.keep_float, cfg.format_options):
         echo(f"qbench: deployable files: {folder}")
     note = assumption_note(recommendation, comparisons) if "fp16" in cfg.precisions else ""
