@@ -5,7 +5,7 @@ model_qdq.onnx`` and the other ``*-best/model_qdq.onnx``) on N freshly rendered 
 seeds than the run's, exact labels) and prints each model's character error rate against the labels
 and its increase over FP32, side by side in one run.
 
-Usage: python benchmarks/formats_holdout.py --run OUT --lines 200 [--seed 7] [--smoke]
+Usage: python tests/formats_holdout.py --run OUT --lines 200 [--seed 7] [--smoke]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # tests/ -> the repository root
 sys.path.insert(0, str(REPO))
 
 
