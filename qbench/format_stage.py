@@ -24,6 +24,7 @@ def run_worst_variants(cfg, graph, dataset, comparisons: dict, candidates: list,
                        judge=None) -> list[str]:
     """Compare each requested format's worst variant (formats without FP16 headroom, which the FP16
     stage handles) and insert it after its format; returns the variant names added."""
+    # here, not at the top: the CLI imports this module through qbench.pipeline (start-up time)
     from qbench.compare import compare_precision
     from qbench.report import CandidateResult
 

@@ -12,6 +12,7 @@ from qbench.model import ModelGraph
 
 def channel_moments(graph: ModelGraph, dataset, names, limit: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """tensor -> (mean |x_k|, mean x_k^2) over every sample and every position but the last axis."""
+    # imported when a format asks for statistics (AWQ), as qbench.compare.headroom.tensor_peaks does
     from qbench.compare.comparator import _samples
     from qbench.runners import OrtRunner
 
