@@ -276,3 +276,21 @@ def test_ranking_names_every_format_with_its_gpu_generation():
     # the cheapest first: nvfp4 < int8 = fp8 < w4a16 < fp16 = bf16 < fp32
     assert precision_rank("nvfp4") < precision_rank("fp8") == precision_rank("int8") < precision_rank("w4a16") \
         < precision_rank("bf16-worst") == precision_rank("fp16") < precision_rank("fp32")
+
+
+def test_bf16_likely_folds_batchnorm_statistics_worst_rounds_them(model_path):
+    """BF16 keeps FP16's placement assumptions: BN statistics unrounded when folded (likely), rounded
+    as stored when unfolded (worst); every other weight rounded in both."""
+    graph = ModelGraph.from_path(model_path)
+    bn = next(n for n in graph.model.graph.node if n.op_type == "BatchNormalization")
+    var = bn.input[4]
+    conv_w = next(n.input[1] for n in graph.model.graph.node if n.op_type == "Conv")
+    for mode, rounded in (("likely", False), ("worst", True)):
+        sim = FORMATS["bf16"].simulate(graph, mode=mode)
+        values = {t.name: numpy_helper.to_array(t) for t in sim.model.graph.initializer}
+        original = graph.initializer(var)
+        as_bf16 = original.astype(ml_dtypes.bfloat16).astype(np.float32)
+        assert not np.array_equal(original, as_bf16)
+        np.testing.assert_array_equal(values[var], as_bf16 if rounded else original)
+        assert (var in sim.weights) == rounded and conv_w in sim.weights
+        assert any("BF16" in line for line in sim.assumptions) and not any("FP16" in line for line in sim.assumptions)
