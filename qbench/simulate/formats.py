@@ -24,7 +24,7 @@ Row fields (the TensorRT facts are cited in docs/FORMATS.md; none was run on rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from qbench.errors import QbenchError
@@ -59,7 +59,6 @@ class Format:
     channel_stats: Callable | None = None
     simulated: bool = True
     why_not: str = ""
-    options: dict = field(default_factory=dict)
 
     def simulate(self, graph, ranges=None, keep_float=(), mode: str = "likely", **options):
         if not self.simulated or self.build is None:
