@@ -33,9 +33,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from qbench.errors import QbenchError
+from qbench.simulate import formats
 
-# Lower number = lower precision = tried first.
-PRECISION_RANK = {"int8": 0, "fp8": 0, "fp16": 1, "bf16": 1, "half": 1, "tf32": 2, "fp32": 3, "float": 3}
+# Lower number = cheaper to run = tried first: each format's cost from the table of formats
+# (qbench.simulate.formats), plus the names of precisions that are not simulated formats.
+PRECISION_RANK = {**{name: fmt.cost for name, fmt in formats.FORMATS.items()},
+                  "half": 1, "tf32": 2, "fp32": 3, "float": 3}
 # A faster higher precision wins only when it beats the lower one by this factor: latencies jitter.
 SPEED_MARGIN = 0.95
 TABLE_COLUMNS = ["precision", "task", "task_metric", "task_value", "task_ci_low", "task_ci_high", "more_samples",
@@ -273,6 +276,7 @@ def recommend(candidates, thresholds=None, shipped: Shipped | None = None) -> Re
                   (f"; {', '.join(unsure['precision'])} inconclusive, not a pass." if len(unsure) else "."))
         if rows:
             reason += " " + " ".join(f"{r.precision}: {r.verdict}: {r.why}." for r in table.itertuples())
+        reason += format_ranking(table)
         return Recommendation("fp32", reason, table, th, shipped)
 
     choice = passing.iloc[0]
@@ -295,6 +299,7 @@ def recommend(candidates, thresholds=None, shipped: Shipped | None = None) -> Re
     if choice["precision"] == SHIPPED:
         kept = f" Keeps {len(shipped.keep_float)} layer(s) in float: {', '.join(shipped.keep_float)}." if shipped.keep_float else ""
         reason += kept + (f" Deployable files: {shipped.folder}." if shipped.folder else "")
+    reason += format_ranking(table)
     lower = table[table["precision"].map(precision_rank) < precision_rank(choice["precision"])]
     for r in lower.itertuples():
         if r.verdict == "inconclusive":  # named, never silently passed over or taken
@@ -302,6 +307,25 @@ def recommend(candidates, thresholds=None, shipped: Shipped | None = None) -> Re
         elif r.verdict == "fail":
             reason += f" {r.precision.upper()} rejected: {r.why}."
     return Recommendation(str(choice["precision"]), reason, table, th, shipped)
+
+
+def format_ranking(table: pd.DataFrame) -> str:
+    """" Formats by task metric: ..." -- every judged candidate, best task value first, each with its
+    verdict and the GPU generation its format needs (the table of formats); "" with fewer than two
+    formats or no task metric to rank by."""
+    judged = table[table["task_value"].notna()] if "task_value" in table else table.iloc[0:0]
+    if len(judged) < 2 or len(set(judged["precision"])) < 2:
+        return ""
+    parts = []
+    for r in judged.sort_values("task_value", ascending=False, kind="stable").itertuples():
+        try:
+            fmt = formats.get(str(r.precision))
+            needs = f"{fmt.generation} or newer, compute capability {fmt.min_cc:g}+"
+        except QbenchError:
+            needs = "any GPU"
+        parts.append(f"{r.precision} {r.task_value:.4g} ({r.verdict}, {needs})")
+    metric = str(judged["task_metric"].iloc[0])
+    return f" Formats by {metric}: " + ", ".join(parts) + "."
 
 
 def _keep_float_note(candidates, precision: str) -> str:

@@ -19,7 +19,7 @@ from qbench.compare import compare_precision
 from qbench.compare.entry import dataset_judge
 from qbench.data import load_dataset
 from qbench.defaults import PRECISIONS
-from qbench.errors import QbenchError
+from qbench.format_stage import run_worst_variants, with_range_note
 from qbench.fp16_stage import assumption_note, run_fp16_stage
 from qbench.judge.stream import judge_stream, track_plot
 from qbench.model import ModelGraph
@@ -28,7 +28,8 @@ from qbench.report import CandidateResult, ExtraSection, write_report
 from qbench.runners import OrtRunner
 from qbench.search import SearchOptions, find_int8
 from qbench.search.holdout import subset
-from qbench.simulate import build_fp16_model, build_int8_model
+from qbench.search.format_deploy import ship_formats
+from qbench.simulate import build_fp16_model, build_int8_model, formats
 from qbench.simulate.common import resolve_keep_float
 from qbench.simulate.placement import concat_hazards, plan_int8
 from qbench.store import ResultStore
@@ -78,6 +79,8 @@ class RunConfig:
     task: str | None = "generic"
     task_options: dict = field(default_factory=dict)
     labels: Path | None = None
+    # the newer formats' own options (qbench.simulate.formats): fp8_calibrator ("max" | "ranges"), block (INT4)
+    format_options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -92,9 +95,7 @@ class RunOutcome:
 
 
 def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
-    unknown = [p for p in cfg.precisions if p not in PRECISIONS]
-    if unknown:
-        raise QbenchError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+    cfg.precisions = formats.expand(cfg.precisions)  # "all" -> every simulated format (qbench.simulate.formats)
     graph = ModelGraph.from_path(cfg.model)
     dataset = load_dataset(cfg.data, graph.inputs)
     judge = make_run_judge(cfg, graph, dataset, echo)  # bad task options fail before any work
@@ -115,7 +116,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             continue  # only the worst-mode candidate, added by the FP16 stage below
         comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float, reference=reference,
                                        limit=cfg.compare_limit, progress=cfg.progress, judge=judge,
-                                       placement=_placement(cfg))
+                                       placement=_placement(cfg), format_options=cfg.format_options)
         comparison.save(out / precision)
         comparisons[precision] = comparison
         meta = dict(comparison.meta)
@@ -133,6 +134,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             echo(f"qbench: warning: {note}")
             hazards.append(note)
 
+    run_worst_variants(cfg, graph, dataset, comparisons, candidates, out, echo, reference, judge)  # bf16-worst
     extras, search = [], None
     if "int8" in comparisons:
         search, mixed, sections = _search(cfg, graph, dataset, comparisons["int8"], out, echo, reference, judge,
@@ -143,11 +145,14 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             candidates.insert(cfg.precisions.index("int8") + 1, mixed.candidate)
 
     if "fp16" in cfg.precisions:  # worst-case FP16 candidate, headroom, fixes (qbench.fp16_stage)
-        extras.append(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference, judge))
+        extras.append(with_range_note(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference,
+                                                     judge), comparisons))
     if judge is not None and judge.task == "stream":  # recurrent models: verdicts over whole streams
         extras.append(_stream_stage(cfg, graph, dataset, ranges, candidates, comparisons, reference, judge, echo))
     # the run's one answer, computed once: the report header, results.json and the console print it
     recommendation = recommend(candidates, shipped=shipped_from_search(search))
+    for folder in ship_formats(out, graph, comparisons, recommendation.table, ranges, cfg.keep_float, cfg.format_options):
+        echo(f"qbench: deployable files: {folder}")
     note = assumption_note(recommendation, comparisons) if "fp16" in cfg.precisions else ""
     recommendation.reason += note
     meta = {

@@ -9,6 +9,7 @@ import click
 
 from qbench.cli.task_options import judge_settings, task_options
 from qbench.errors import QbenchError
+from qbench.simulate import formats
 
 
 def _summary(cmp) -> str:
@@ -84,8 +85,8 @@ def _write_report(out: Path, graph, cmp, label: str, *, model: Path, data, range
                    "With --trt-outputs: the very inputs TensorRT ran on, in the same order.")
 @click.option("--candidate", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A second ONNX model to compare against MODEL, tensor by tensor under shared names.")
-@click.option("--precision", type=click.Choice(["int8", "fp16"]), default=None,
-              help="Compare MODEL against its own simulated INT8 or FP16 version.")
+@click.option("--precision", type=click.Choice(formats.names(simulated_only=False)), default=None,
+              help="Compare MODEL against its own simulated version in this format (docs/FORMATS.md).")
 @click.option("--trt-outputs", "trt_outputs", type=click.Path(path_type=Path), multiple=True,
               help="TensorRT results made elsewhere: trtexec --exportOutput JSON (one file per sample, repeat the "
                    "option or give a folder) or one Polygraphy --save-outputs JSON. Needs --data.")
@@ -127,16 +128,20 @@ def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runn
     given = [flag for flag, v in (("--candidate", candidate), ("--precision", precision), ("--trt-outputs", trt_outputs),
                                   ("--engine", engine)) if v]
     if len(given) != 1:
-        raise QbenchError("give exactly one of --candidate OTHER.onnx, --precision int8|fp16, --trt-outputs FILE "
+        raise QbenchError("give exactly one of --candidate OTHER.onnx, --precision FORMAT, --trt-outputs FILE "
                           f"or --engine FILE{f' (got {len(given)}: ' + ', '.join(given) + ')' if given else ''}")
-    if precision != "int8" and (ranges_path or method):
-        raise QbenchError("--ranges and --method only apply to --precision int8")
+    fmt = formats.get(precision) if precision else None
+    if fmt is not None and not fmt.simulated:
+        raise QbenchError(f"{precision} is not simulated: {fmt.why_not}")
+    if (fmt is None or not fmt.needs_ranges) and (ranges_path or method):
+        raise QbenchError("--ranges and --method only apply to --precision " + "|".join(
+            n for n, f in formats.FORMATS.items() if f.needs_ranges and f.simulated))
     if ranges_path and method:
         raise QbenchError("give --ranges or --method, not both")
     if limit is not None and limit < 1:
         raise QbenchError(f"--limit must be at least 1, not {limit}")
-    if fp16_mode != "likely" and precision != "fp16":
-        raise QbenchError("--fp16-mode only applies to --precision fp16")
+    if fp16_mode != "likely" and (fmt is None or not fmt.worst):
+        raise QbenchError("--fp16-mode only applies to --precision " + "|".join(n for n, f in formats.FORMATS.items() if f.worst))
     if keep_float and precision is None:
         raise QbenchError("--keep-float only applies to --precision")
     if trt_outputs and data_dir is None:
@@ -177,7 +182,7 @@ def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runn
     elif engine is not None:
         cmp = compare_engine(graph, engine, dataset, capture=capture, **common)
         label = "tensorrt-engine"
-    elif precision == "int8":
+    elif fmt.needs_ranges:
         from qbench.ranges import Ranges
 
         if ranges_path:
@@ -186,11 +191,11 @@ def compare_command(model, data_dir, candidate, precision, trt_outputs, trt_runn
             from qbench.calibrate import calibrate
 
             ranges = calibrate(graph, dataset, method=method or "entropy", limit=limit, progress=not quiet)
-        cmp = compare_precision(graph, dataset, "int8", ranges, keep_float=keep_float, **common)
-        label = "int8"
+        cmp = compare_precision(graph, dataset, precision, ranges, keep_float=keep_float, **common)
+        label = precision
     else:
-        cmp = compare_precision(graph, dataset, "fp16", keep_float=keep_float, fp16_mode=fp16_mode, **common)
-        label = "fp16" if fp16_mode == "likely" else "fp16-worst"
+        cmp = compare_precision(graph, dataset, precision, keep_float=keep_float, fp16_mode=fp16_mode, **common)
+        label = precision if fp16_mode == "likely" else fmt.worst
     out = out_dir or DEFAULT_REPORTS / f"compare-{graph.name}-{label}"
     paths = cmp.save(out)
     if getattr(cmp, "headroom", None) is not None:  # FP16: headroom plot, risks and fixes (qbench.fp16_stage)

@@ -9,6 +9,8 @@ import click
 from qbench.cli.common import common_options
 from qbench.cli.task_options import judge_settings, task_options
 from qbench.defaults import PRECISIONS
+from qbench.simulate import formats
+from qbench.simulate.fp8 import CALIBRATORS as FP8_CALIBRATORS
 
 from qbench.calibrate.methods import METHODS
 
@@ -20,8 +22,16 @@ DEMO_TASK_OPTIONS = {"threshold": 0.3}
 
 def _options(func):
     options = [
-        click.option("--precision", "precisions", multiple=True, type=click.Choice(PRECISIONS),
-                     help="Candidate precision(s) to simulate and compare; repeatable [int8 and fp16]."),
+        click.option("--precision", "precisions", multiple=True,
+                     type=click.Choice(formats.names(simulated_only=False) + ("all",)),
+                     help="Candidate format(s) to simulate and compare (docs/FORMATS.md); repeatable; all: every "
+                          "simulated format [int8 and fp16]."),
+        click.option("--fp8-calibrator", type=click.Choice(FP8_CALIBRATORS), default="max", show_default=True,
+                     help="FP8 activation amax: the observed max |x| (Model Optimizer's FP8 default) or the --method ranges."),
+        click.option("--int4-block", type=click.IntRange(min=2), default=128, show_default=True,
+                     help="W4A16: INT4 weights per scale, along the input channels."),
+        click.option("--awq", is_flag=True, default=False,
+                     help="W4A16: activation-aware INT4 scales (AWQ; one more FP32 pass for per-channel statistics)."),
         click.option("--method", type=_METHODS, default="entropy", show_default=True, help="Calibration method."),
         click.option("--ranges", type=click.Path(path_type=Path), default=None,
                      help="Reuse a calibration cache (TensorRT text format) or qbench ranges JSON instead of calibrating."),
@@ -65,7 +75,7 @@ def run_pipeline(cfg, echo=print):
     return run(cfg, echo=echo)
 
 
-def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, placement, fallback, max_float, fp16_mode,
+def _run(model, data, out, precisions, fp8_calibrator, int4_block, awq, method, ranges, limit, batch_size, keep_float, placement, fallback, max_float, fp16_mode,
          calib_fraction, seed, search_time, sensitivity, sensitivity_layers,
          task, labels, task_option, max_drop, min_agreement, evaluator, default_task="generic", default_options=None,
          quiet=False) -> None:
@@ -79,7 +89,8 @@ def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_f
                     keep_float=tuple(keep_float), placement=placement, fallback=fallback, max_float=max_float, fp16_mode=fp16_mode,
                     task=task, task_options=options, labels=labels, progress=not quiet,
                     calib_fraction=calib_fraction, seed=seed, search_time_s=search_time, sensitivity=sensitivity,
-                    sensitivity_layers=sensitivity_layers)
+                    sensitivity_layers=sensitivity_layers,
+                    format_options={"fp8_calibrator": fp8_calibrator, "block": int4_block, "awq": awq})
     outcome = run_pipeline(cfg, echo=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True)))
     rec = outcome.recommendation
     click.echo(f"recommendation: {rec.precision} — {rec.reason}", err=True)

@@ -1,4 +1,4 @@
-"""``qbench simulate``: write an INT8 (Q/DQ) or FP16-rounded ONNX model that runs on the CPU."""
+"""``qbench simulate``: write a simulation model (INT8/FP8 Q/DQ, FP16/BF16 rounding, W4A16) that runs on the CPU."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from pathlib import Path
 import click
 
 from qbench.errors import QbenchError
+from qbench.simulate import formats
 
 
 @click.command("simulate")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--ranges", "ranges_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Ranges table (TensorRT calibration cache or qbench JSON); required for int8.")
-@click.option("--precision", type=click.Choice(["int8", "fp16"]), required=True, help="Precision to simulate.")
+@click.option("--precision", type=click.Choice(formats.names(simulated_only=False)), required=True,
+              help="Format to simulate (docs/FORMATS.md).")
 @click.option("--keep-float", "keep_float", multiple=True, metavar="NAME",
               help="Tensor or node name to keep in float32 (repeatable).")
 @click.option("--placement", type=click.Choice(["likely", "worst"]), default="likely", show_default=True,
@@ -35,7 +37,7 @@ def simulate_command(model: Path, ranges_path: Path | None, precision: str, keep
             click.echo(message, err=True)
 
     from qbench.model import ModelGraph
-    from qbench.simulate import build_fp16_model, build_int8_model
+    from qbench.simulate import build_int8_model
 
     graph = ModelGraph.from_path(model)
     if precision == "int8":
@@ -61,11 +63,21 @@ def simulate_command(model: Path, ranges_path: Path | None, precision: str, keep
             for hazard in concat_hazards(plan, ranges):
                 say(f"warning: {hazard.message()}")
     else:
-        if ranges_path is not None:
-            say("note: --ranges is not used for fp16")
-        sim = build_fp16_model(graph, keep_float=keep_float)
+        fmt = formats.get(precision)
+        if not fmt.simulated:
+            raise QbenchError(f"{precision} is not simulated: {fmt.why_not}")
+        ranges = None
+        if fmt.needs_ranges:
+            if ranges_path is None:
+                raise QbenchError(f"--precision {precision} needs --ranges FILE (a calibration cache or qbench ranges JSON)")
+            from qbench.ranges import Ranges
+
+            ranges = Ranges.read(ranges_path, graph=graph)
+        elif ranges_path is not None:
+            say(f"note: --ranges is not used for {precision}")
+        sim = fmt.simulate(graph, ranges, keep_float)
     sim.save(output)
-    what = "quantized" if precision == "int8" else "rounded"
+    what = "quantized" if formats.get(precision).needs_ranges else "rounded"
     click.echo(f"{precision}: {len(sim.quantized) + len(sim.quantized_inputs)} activations and {len(sim.weights)} weights {what}"
                f", {len(sim.kept_float) + len(sim.kept_nodes)} names kept in float -> {output}")
 

@@ -60,8 +60,14 @@ def build_command(model, from_dir, precision, data, cache, output, batch_size, l
 
     layer_precisions = {}
     if from_dir is not None:
+        from qbench.search import format_deploy
         from qbench.search.deploy import read
 
+        shipped = format_deploy.read(from_dir)
+        if shipped is not None:  # fp8-best / w4a16-best / bf16-best (qbench.search.format_deploy)
+            raise QbenchError(f"{from_dir} holds a {shipped['format']} configuration ({shipped.get('verdict')}); qbench's "
+                              f"TensorRT builder does not build {shipped['format']} yet: in that folder run "
+                              f"trtexec {shipped['trtexec']} (or python build_trt10.py)")
         if model is not None or cache is not None or precision not in (None, "int8"):
             raise QbenchError("--from gives the model, the calibration cache and the precision; drop MODEL, --cache "
                               "and --precision")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from qbench.compare import diagnose
+from qbench.compare.channel_stats import channel_moments
 from qbench.compare.comparator import _channel_order, _pictures, _progress, compare_runs, sample_name
 from qbench.compare.headroom import analyze_headroom, largest_accumulating, tensor_peaks
 from qbench.compare.result import Comparison
@@ -19,12 +20,12 @@ from qbench.judge import load_labels, make_judge
 from qbench.model import ModelGraph
 from qbench.runners import OrtRunner
 from qbench.runners.imported import ImportedRunner
-from qbench.simulate import build_fp16_model, build_int8_model
+from qbench.simulate import formats
 from qbench.simulate.fp16 import ACCUMULATING_OPS
 from qbench.simulate.placement import concat_hazards
 from qbench.tensorrt.runner import TrtRunner
 
-PRECISIONS = ("int8", "fp16")
+PRECISIONS = formats.names()
 LABELS_FILE = "labels.json"  # ground truth for the judge, looked for in the data folder
 
 
@@ -47,39 +48,49 @@ def dataset_judge(graph: ModelGraph, dataset, task: str = "generic", options: di
 
 
 def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *, keep_float=(), reference=None,
-                      placement: str = "likely", fp16_mode: str = "likely", peaks=None, **kwargs) -> Comparison:
-    """FP32 ``graph`` vs its INT8 (needs ``ranges``) or FP16 simulation in ONNX Runtime.
-    ``reference``: an FP32 runner of ``graph`` to reuse across comparisons (one is built if None).
-    ``fp16_mode``: ``likely`` or ``worst`` (qbench.simulate.fp16); ``peaks``: FP32 tensor peaks
-    already measured (tensor -> max |x|), which pick the worst mode's FP16-accumulated layers.
-    An FP16 comparison carries its headroom analysis (``cmp.headroom``, qbench.compare.headroom)."""
-    if precision not in PRECISIONS:
-        raise QbenchError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision == "int8":
-        if ranges is None:
-            raise QbenchError("an INT8 comparison needs ranges: give a ranges file or a calibration method")
-        sim = build_int8_model(graph, ranges, keep_float=keep_float, placement=placement)
-    else:
-        accumulate = ()
-        if fp16_mode == "worst":
-            if peaks is None:  # one FP32 pass over the accumulating layers' outputs only
-                peaks = tensor_peaks(graph, dataset, limit=kwargs.get("limit"),
-                                     names=[t.name for t in graph.tensors if t.op_type in ACCUMULATING_OPS])
-            accumulate = largest_accumulating(graph, peaks)
-        sim = build_fp16_model(graph, keep_float=keep_float, mode=fp16_mode, accumulate=accumulate)
+                      placement: str = "likely", fp16_mode: str = "likely", peaks=None, format_options=None,
+                      **kwargs) -> Comparison:
+    """FP32 ``graph`` vs its simulation in ``precision``, a format of ``qbench.simulate.formats``
+    (INT8 and FP8 need ``ranges``). ``reference``: an FP32 runner of ``graph`` to reuse across
+    comparisons (one is built if None). ``fp16_mode``: ``likely`` or ``worst`` for the FP16/BF16
+    simulations; ``peaks``: FP32 tensor peaks already measured (tensor -> max |x|), which pick the FP16
+    worst mode's FP16-accumulated layers. ``format_options``: the format's own options (fp8_calibrator,
+    block). A format with FP16 headroom carries its analysis (``cmp.headroom``, qbench.compare.headroom)."""
+    if precision not in formats.FORMATS:
+        raise QbenchError(f"precision must be one of {', '.join(formats.names())}, not {precision!r}")
+    fmt = formats.FORMATS[precision]
+    accumulate = ()
+    if fmt.headroom and fp16_mode == "worst":
+        if peaks is None:  # one FP32 pass over the accumulating layers' outputs only
+            peaks = tensor_peaks(graph, dataset, limit=kwargs.get("limit"),
+                                 names=[t.name for t in graph.tensors if t.op_type in ACCUMULATING_OPS])
+        accumulate = largest_accumulating(graph, peaks)
+    options = dict(format_options or {})
+    wanted = fmt.channel_stats(graph, keep_float, options) if fmt.channel_stats else []
+    if wanted:  # AWQ: one FP32 pass over the tensors whose per-channel statistics the build needs
+        options["channel_stats"] = channel_moments(graph, dataset, wanted, limit=kwargs.get("limit"))
+    options.pop("awq", None)
+    sim = fmt.simulate(graph, ranges, keep_float, mode=fp16_mode, placement=placement, accumulate=accumulate, **options)
     names = [t.name for t in graph.float_tensors]
     reference = reference or OrtRunner(graph, name="fp32")
     # ORT would fuse Q/DQ into its own int8 kernels, which refuse extreme scales (a planted or broken
     # range); unoptimised, the model computes exactly the DQ(Q(x)) values the convention promises
     candidate = OrtRunner(sim.model, name=f"{precision} (simulated)", capture=names, optimize=False)
-    cmp = compare_runs(graph, reference, candidate, dataset, candidate_model=sim.model, precision=precision,
-                       ranges=_AppliedRanges(ranges, sim) if precision == "int8" else None,
-                       quantized=list(sim.quantized) + list(sim.quantized_inputs) if precision == "int8" else None, **kwargs)
-    how = "INT8 (Q/DQ)" if precision == "int8" else f"FP16, {sim.mode} mode"
-    if precision == "fp16":
+    int8_stats = fmt.stats == "int8"
+    cmp = compare_runs(graph, reference, candidate, dataset, candidate_model=sim.model, precision=fmt.stats,
+                       ranges=_AppliedRanges(ranges, sim) if int8_stats else None,
+                       quantized=list(sim.quantized) + list(sim.quantized_inputs) if int8_stats else None, **kwargs)
+    cmp.meta["precision"] = precision
+    how = f"{fmt.label} ({'Q/DQ' if fmt.needs_ranges else sim.mode + ' mode' if sim.mode else 'rounded'})"
+    if fmt.headroom:
         _add_headroom(cmp, graph, sim)
-    else:
+    elif int8_stats:
         _blame_shared_scales(cmp, sim, ranges)
+    if not fmt.headroom and sim.assumptions:
+        cmp.meta["format_assumptions"] = list(sim.assumptions)
+    cmp.meta["gpus"] = fmt.gpus
+    if options.get("channel_stats"):
+        cmp.channel_stats = options["channel_stats"]  # the ship step quantizes the same way
     return _describe(cmp, f"ONNX Runtime CPU simulation of {how} (not TensorRT)", simulated=True)
 
 
@@ -88,7 +99,7 @@ def judge_precision(graph: ModelGraph, dataset, precision: str, ranges, judge, *
     """The task judge alone on FP32 ``graph`` vs its simulated ``precision`` (outputs only, no tensor
     comparison): (TaskResult, pictures of the worst samples). For a candidate whose tensors were
     compared without a judge (the fallback search's final model)."""
-    sim = build_int8_model(graph, ranges, keep_float=keep_float) if precision == "int8" else build_fp16_model(graph, keep_float=keep_float)
+    sim = formats.get(precision).simulate(graph, ranges, keep_float)
     reference = OrtRunner(graph, name="fp32", capture=None)
     candidate = OrtRunner(sim.model, name=f"{precision} (simulated)", capture=None, optimize=False)
     tap = OutputsTap(judge, graph.output_names, _channel_order(dataset))

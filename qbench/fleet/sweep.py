@@ -48,6 +48,7 @@ from qbench.errors import MissingDependencyError, QbenchError
 from qbench.fleet.runs import load_results_json
 from qbench.jsonsafe import jsonable
 from qbench.pipeline import PRECISIONS, RunConfig, run_pipeline
+from qbench.simulate import formats
 
 CELL_FILE = "cell.json"
 SPEC_KEYS = {"out", "data", "limit", "fallback", "models", "precisions", "calibrators", "tasks", "max_float",
@@ -145,9 +146,10 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
     precisions = _list(doc, "precisions", list(PRECISIONS))
     calibrators = _list(doc, "calibrators", ["entropy"])
     tasks = _list(doc, "tasks", [""])
+    known = formats.names()  # every simulated format of qbench.simulate.formats (one per cell)
     for p in precisions:
-        if p not in PRECISIONS:
-            raise QbenchError(f"sweep spec: unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+        if p not in known:
+            raise QbenchError(f"sweep spec: unknown precision {p!r}; choose from {', '.join(known)}")
     for c in calibrators:
         if c not in CALIBRATORS:
             raise QbenchError(f"sweep spec: unknown calibrator {c!r}; choose from {', '.join(CALIBRATORS)}")

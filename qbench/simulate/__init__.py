@@ -1,6 +1,7 @@
-"""Precision simulation on the CPU: INT8 as an explicit Q/DQ model, FP16 as float16 rounding.
+"""Precision simulation on the CPU: INT8 as an explicit Q/DQ model, FP16 as float16 rounding, and the
+newer formats (FP8, NVFP4, W4A16, BF16), each in its own module and one row of ``formats.FORMATS``.
 
-Both builders return a ``SimulatedModel`` whose ONNX model runs in ONNX Runtime like the FP32
+Every builder returns a ``SimulatedModel`` whose ONNX model runs in ONNX Runtime like the FP32
 reference; after simulation the tensor named ``t`` holds the simulated value of ``t`` and the
 producer's float output is ``t::float`` (see ``naming``).
 """

@@ -28,6 +28,7 @@ chunks are carved by masking the weight, so any group, stride or dilation is rep
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
@@ -40,6 +41,22 @@ from qbench.simulate.common import (SimulatedModel, as_graph, copy_at_opset, def
 from qbench.simulate.rewrite import Rewriter
 
 MODES = ("likely", "worst")
+
+
+@dataclass(frozen=True)
+class HalfType:
+    """The 16-bit float an activation or weight is rounded through: its ONNX type for the Cast, its
+    numpy dtype for the weights rounded offline, the label used in messages and the suffix of the
+    half tensor (``naming``). FP16 here; BF16 (qbench.simulate.bf16) reuses every rule with its own."""
+
+    onnx_type: int
+    dtype: object
+    label: str
+    suffix: str
+    opset: int = 0  # the lowest opset whose Cast takes the type (bfloat16: 13)
+
+
+FLOAT16 = HalfType(TensorProto.FLOAT16, np.float16, "FP16", naming.FP16)
 # Inputs that carry sizes or coordinates rather than data: TensorRT computes them in float32 as
 # shape tensors, so rounding them would simulate an error the engine does not make.
 SHAPE_SLOTS = {"Resize": (1, 2, 3), "Upsample": (1,)}
@@ -94,7 +111,12 @@ def node_name_lookup(graph: ModelGraph):
     return lambda node: by_outputs[tuple(node.output)]
 
 
-def _assumptions(graph: ModelGraph, mode: str, accumulated: list[str], skipped: list[str]) -> list[str]:
+def _assumptions(graph: ModelGraph, mode: str, accumulated: list[str], skipped: list[str],
+                 half: HalfType = FLOAT16) -> list[str]:
+    return [line.replace("FP16", half.label) for line in _fp16_assumptions(graph, mode, accumulated, skipped)]
+
+
+def _fp16_assumptions(graph: ModelGraph, mode: str, accumulated: list[str], skipped: list[str]) -> list[str]:
     plan = fold_plan(graph)
     if mode == "likely":
         lines = [f"{bn} folded into {target} in FP32 (statistics not rounded)" if target else
@@ -110,12 +132,13 @@ def _assumptions(graph: ModelGraph, mode: str, accumulated: list[str], skipped: 
     return lines
 
 
-def build_fp16_model(graph, keep_float=(), *, mode: str = "likely", accumulate=()) -> SimulatedModel:
+def build_fp16_model(graph, keep_float=(), *, mode: str = "likely", accumulate=(), half: HalfType = FLOAT16) -> SimulatedModel:
     """Round every float32 activation and weight of a copy of ``graph`` through float16.
 
     ``keep_float``: tensor names left unrounded, or node names whose inputs are read unrounded
     and whose outputs are not rounded. ``mode``: ``likely`` or ``worst`` (module docstring).
     ``accumulate`` (worst mode): names of Conv/MatMul/Gemm nodes whose reduction runs in float16.
+    ``half``: the 16-bit type rounded through (FLOAT16; qbench.simulate.bf16 passes BFLOAT16).
     """
     if mode not in MODES:
         raise QbenchError(f"FP16 mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -124,11 +147,11 @@ def build_fp16_model(graph, keep_float=(), *, mode: str = "likely", accumulate=(
     graph: ModelGraph = as_graph(graph)
     slots = _slots(mode)
     keep_tensors, keep_nodes = resolve_keep_float(graph, keep_float)
-    model = copy_at_opset(graph.model, default_opset(graph.model))
+    model = copy_at_opset(graph.model, max(default_opset(graph.model), half.opset))
     kept_producers = kept_node_outputs(graph, keep_nodes)
     accumulated, skipped = [], []
     if mode == "worst":
-        _round_epsilons(model, kept_producers)
+        _round_epsilons(model, kept_producers, half)
         accumulated, skipped = _accumulate_in_half(model, graph, set(accumulate), kept_producers)
     rw = Rewriter(model, kept_producers)
     types = graph.elem_types
@@ -140,10 +163,10 @@ def build_fp16_model(graph, keep_float=(), *, mode: str = "likely", accumulate=(
         if name in keep_tensors or name in kept_producers or _is_unrounded_slot(name, graph, slots):
             continue
         source, target = rw.tap(name)
-        half = name + naming.FP16
+        rounded_name = name + half.suffix
         rw.add_chain(name, [
-            helper.make_node("Cast", [source], [half], name=f"{name}::CastToFloat16", to=TensorProto.FLOAT16),
-            helper.make_node("Cast", [half], [target], name=f"{name}::CastToFloat", to=TensorProto.FLOAT),
+            helper.make_node("Cast", [source], [rounded_name], name=f"{name}::CastTo{half.label}", to=half.onnx_type),
+            helper.make_node("Cast", [rounded_name], [target], name=f"{name}::CastToFloat", to=TensorProto.FLOAT),
         ])
         rounded.append(name)
 
@@ -160,18 +183,18 @@ def build_fp16_model(graph, keep_float=(), *, mode: str = "likely", accumulate=(
             rw.add_initializer(numpy_helper.from_array(values, naming.float_name(name)))
             rw.kept_reads[name] = naming.float_name(name)
         with np.errstate(over="ignore"):  # overflow to inf is what is being simulated
-            through_half = values.astype(np.float16).astype(np.float32)
+            through_half = values.astype(half.dtype).astype(np.float32)
         if not np.isfinite(through_half).all() and np.isfinite(values).all():
             overflowed.append(name)
         tensor.CopyFrom(numpy_helper.from_array(through_half, name))
         weights.append(name)
 
     if overflowed and mode == "likely":  # in the worst mode the overflow is the point (headroom names it)
-        warn(f"FP16: {len(overflowed)} weight(s) exceed 65504 and become inf, first {overflowed[0]!r}")
+        warn(f"{half.label}: {len(overflowed)} weight(s) exceed its largest value and become inf, first {overflowed[0]!r}")
     produced = {t.name for t in graph.tensors}
     sim = SimulatedModel(
-        model=finish(rw.apply(), "FP16", graph.model),
-        precision="fp16",
+        model=finish(rw.apply(), half.label, graph.model),
+        precision=half.label.lower(),
         quantized=[n for n in rounded if n in produced],
         quantized_inputs=[n for n in rounded if n not in produced],
         weights=weights,
@@ -181,12 +204,12 @@ def build_fp16_model(graph, keep_float=(), *, mode: str = "likely", accumulate=(
         overflowed_weights=overflowed,
         mode=mode,
         accumulated=accumulated,
-        assumptions=_assumptions(graph, mode, accumulated, skipped),
+        assumptions=_assumptions(graph, mode, accumulated, skipped, half),
     )
     return sim
 
 
-def _round_epsilons(model, kept_outputs: set[str]) -> None:
+def _round_epsilons(model, kept_outputs: set[str], half: HalfType = FLOAT16) -> None:
     """Worst mode: a normalization's epsilon attribute is a parameter too (1e-12 flushes to 0)."""
     for node in model.graph.node:
         attr_name = EPSILON_ATTR.get(node.op_type)
@@ -194,7 +217,7 @@ def _round_epsilons(model, kept_outputs: set[str]) -> None:
             continue
         for attr in node.attribute:
             if attr.name == attr_name:
-                attr.f = float(np.float32(attr.f).astype(np.float16))
+                attr.f = float(np.float32(attr.f).astype(half.dtype))
 
 
 # -- FP16 accumulation ------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ simulated value is a new tensor ``x::sim`` that the consumers read instead.
 FLOAT = "::float"  # the producer's unrounded float32 output
 INT8 = "::int8"  # QuantizeLinear output (int8 codes)
 FP16 = "::fp16"  # Cast-to-float16 output (half values)
+BF16 = "::bf16"  # Cast-to-bfloat16 output
+FP8 = "::fp8"  # QuantizeLinear output (float8e4m3fn codes)
+INT4 = "::int4"  # INT4 weight codes (blockwise DequantizeLinear input)
+FP4 = "::fp4"  # NVFP4 weight, fake-quantized offline (float32 values)
 SIM = "::sim"  # simulated value of a graph input
 SCALE = "::scale"
 ZERO_POINT = "::zero_point"
@@ -21,7 +25,7 @@ def float_name(tensor: str) -> str:
 
 def original_name(tensor: str) -> str:
     """The ONNX name in the source model for any tensor a simulated model holds."""
-    for suffix in (FLOAT, INT8, FP16, SIM, SCALE, ZERO_POINT):
+    for suffix in (FLOAT, INT8, FP16, BF16, FP8, INT4, FP4, SIM, SCALE, ZERO_POINT):
         if tensor.endswith(suffix):
             return tensor[: -len(suffix)]
     return tensor
