@@ -264,6 +264,23 @@ class ResultStore:
             raise QbenchError(f"cannot record the run in {self.path}: {exc}; nothing was stored") from None
         return int(run_id)
 
+    def forget_reports_under(self, folder: str | Path, keep=()) -> int:
+        """Delete the runs whose report lies in ``folder`` (their metrics and findings follow: ON
+        DELETE CASCADE), except the run ids in ``keep``; return how many went. One transaction.
+        A sweep cell owns its report folder, so this makes its record idempotent: a cell retried
+        after its worker died, or run again, replaces what an earlier attempt recorded."""
+        # an exact prefix test (LIKE would ignore case and treat _ and % as wildcards)
+        prefix = str(Path(folder) / "x")[:-1]  # the folder and its separator
+        keep = [int(k) for k in keep]
+        sql = "DELETE FROM runs WHERE substr(report_path, 1, ?) = ?"
+        if keep:
+            sql += f" AND id NOT IN ({','.join('?' * len(keep))})"
+        try:
+            with self._transaction() as conn:
+                return conn.execute(sql, (len(prefix), prefix, *keep)).rowcount
+        except sqlite3.DatabaseError as exc:
+            raise QbenchError(f"cannot update the results store {self.path}: {exc}") from None
+
     # -- reading ----------------------------------------------------------------------------------
     def runs(self, model_name: str | None = None) -> pd.DataFrame:
         sql = "SELECT * FROM runs"

@@ -27,13 +27,16 @@ The spec (TOML or YAML; paths relative to the spec's folder)::
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import math
 import multiprocessing
 import os
 import re
+import socket
 import sys
 import time
 import urllib.parse
@@ -47,6 +50,10 @@ from qbench.cpu import ENV as THREADS_ENV
 from qbench.errors import QbenchError
 
 CELL_FILE = "cell.json"
+ATTEMPTS_FILE = "cell.attempts.json"  # how often this sweep started the cell, and where (a retry after a dead worker shows)
+# Ray retries a task whose worker or node died this many times (Ray's own default); a cell's store
+# record is idempotent (run_cell), so a retry never records a cell twice
+RAY_RETRIES = 3
 SPEC_KEYS = {"out", "data", "limit", "fallback", "models", "precisions", "calibrators", "tasks", "max_float",
              "task_options"}
 MODEL_KEYS = {"path", "data", "name", "tasks", "task_options"}
@@ -203,19 +210,32 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
     return SweepPlan(spec_path, out_dir, cells, names)
 
 
-def run_cell(cell: Cell) -> dict:
-    """Run one cell (in whatever process or Ray worker calls it); never raises: a failure is a row."""
+def run_cell(cell: Cell, node: str = "") -> dict:
+    """Run one cell (in whatever process or Ray worker calls it); never raises: a failure is a row.
+    ``node``: where it runs (a Ray node id), kept in the row.
+
+    Exactly once in the store, however often the cell is started: the cell owns its report folder,
+    and the store keeps only the runs of the attempt that finished last whose report lies there. An
+    attempt first drops what an earlier one recorded (a worker killed in the middle of the store
+    writes leaves part of a run behind), then, once the pipeline recorded its own runs, drops any
+    other run under the folder (an earlier attempt that was still writing when it was given up)."""
     from qbench.pipeline import RunConfig, run_pipeline
+    from qbench.store import ResultStore
 
     started = time.perf_counter()
-    row = _row(cell)
+    row = {**_row(cell), "node": node}
     try:
+        row["attempt"] = _start_attempt(cell, node)
+        with ResultStore(cell.store) as store:
+            store.forget_reports_under(cell.out)
         extra = {"task": cell.task, "task_options": json.loads(cell.task_options)} if cell.task else {}
         cfg = RunConfig(model=Path(cell.model), data=Path(cell.data), out=Path(cell.out), precisions=(cell.precision,),
                         method=cell.calibrator or "minmax", calib_limit=cell.limit, compare_limit=cell.limit,
                         fallback=cell.fallback, max_float=cell.max_float, store=Path(cell.store), progress=False,
                         **extra)
         outcome = run_pipeline(cfg, echo=lambda _msg: None)
+        with ResultStore(cell.store) as store:
+            store.forget_reports_under(cell.out, keep=outcome.run_ids)
         row.update(_outcome_row(cell, outcome))
     except QbenchError as exc:
         row.update(status="failed", error=str(exc))
@@ -229,7 +249,27 @@ def run_cell(cell: Cell) -> dict:
 def _row(cell: Cell) -> dict:
     return {"model": cell.model_name, "cell": cell.id, "precision": cell.precision, "calibrator": cell.calibrator,
             "task": cell.task, "status": "pending", "verdict": "", "deciding_metric": "", "value": None,
-            "recommendation": "", "report": "", "error": "", "elapsed_s": None, "key": cell.key()}
+            "recommendation": "", "report": "", "error": "", "elapsed_s": None, "node": "", "attempt": 0,
+            "key": cell.key()}
+
+
+def _start_attempt(cell: Cell, node: str) -> int:
+    """Count this start of the cell in its folder (one attempt runs at a time: the sweep hands a
+    cell to one worker, and Ray retries it only after that worker died); the driver clears the count
+    when it schedules the cell (``_clear_attempts``), so it counts the starts of one sweep."""
+    path = Path(cell.out) / ATTEMPTS_FILE
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8")).get("attempts", [])
+    except (OSError, ValueError, AttributeError):
+        earlier = []
+    attempts = [*earlier, {"node": node, "pid": os.getpid(), "host": socket.gethostname()}]
+    atomic.write_text(path, json.dumps({"attempts": attempts}, indent=1))
+    return len(attempts)
+
+
+def _clear_attempts(cell: Cell) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (Path(cell.out) / ATTEMPTS_FILE).unlink()
 
 
 def _outcome_row(cell: Cell, outcome) -> dict:
@@ -284,13 +324,17 @@ def run_sweep(plan: SweepPlan, jobs: int | None = None, ray_address: str | None 
         result.failed += row["status"] != "done"
         shown = f"{row['verdict']} ({row['deciding_metric']} {_fmt(row['value'])})" if row["status"] == "done" else \
             f"FAILED: {row['error']}"
-        echo(f"sweep: [{result.done}/{len(todo)}] {cell.model_name} {cell.id}: {shown} in {row['elapsed_s']} s")
+        where = (f" on node {row['node'][:8]}" if row.get("node") else "") + \
+            (f" (attempt {row['attempt']})" if (row.get("attempt") or 0) > 1 else "")
+        echo(f"sweep: [{result.done}/{len(todo)}] {cell.model_name} {cell.id}: {shown} in {row['elapsed_s']} s{where}")
         write_index(plan, list(rows.values()))  # after each cell: the page shows progress, never a torn file
 
     if todo:
         # largest models first (file size stands for cost): a big cell started last would leave the
         # other workers idle at the end (longest-first list scheduling; docs/FLEET.md)
         todo.sort(key=lambda c: -(os.path.getsize(c.model) if os.path.exists(c.model) else 0))
+        for cell in todo:
+            _clear_attempts(cell)
         if ray_address:
             _run_on_ray(todo, ray_address, jobs, finish)
         else:
@@ -345,15 +389,31 @@ def _use_threads(count: int) -> None:
     os.environ[THREADS_ENV] = str(count)
 
 
-def _run_cell_with_threads(cell: Cell, count: int) -> dict:
-    """``run_cell`` under a thread budget: a Ray task holds ``count`` CPUs of its node, not the node."""
+def _run_cell_on_ray(cell: Cell, count: int) -> dict:
+    """``run_cell`` in a Ray task, under a thread budget (the task holds ``count`` CPUs of its node,
+    not the node), naming the node it ran on."""
+    import ray  # heavy third-party import: only inside a Ray worker, where it is loaded already
+
     _use_threads(count)
-    return run_cell(cell)
+    return run_cell(cell, node=ray.get_runtime_context().get_node_id())
 
 
 def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> None:
     """Each cell is one Ray task (one CPU); results are collected as they finish (``ray.wait``).
-    ``local`` starts a Ray instance on this machine for the sweep and stops it afterwards."""
+    ``local`` starts a Ray instance on this machine for the sweep and stops it afterwards.
+
+    A task whose worker process or node dies is run again by Ray on a live node, up to
+    ``RAY_RETRIES`` times (``max_retries``: Ray retries system failures only; ``run_cell`` turns the
+    cell's own errors into a failed row, so nothing else could be retried). The cell's store record
+    is idempotent (``run_cell``), so a retry replaces what a killed attempt left. A cell that ran out
+    of retries is a failed row, and the next sweep runs it again (resumable)."""
+    if address != "local" and _is_loopback(address) and "ray" not in sys.modules:
+        # A cluster whose nodes were started with --node-ip-address 127.0.0.1 listens on the loopback
+        # interface only, but Ray rewrites a loopback address given to ray.init into this host's
+        # network address, where nobody listens, and retries it for ever (ray-project/ray#59110).
+        # Ray keeps loopback addresses as they are where it believes clusters are not supported:
+        # this switch (read when ray is imported) says so, for this driver only.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
@@ -374,7 +434,7 @@ def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> Non
         except Exception as exc:  # ConnectionError and Ray's own errors: one line
             raise QbenchError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(_run_cell_with_threads)
+        remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(_run_cell_on_ray)
         pending = {remote.remote(cell, 1): cell for cell in todo}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -389,15 +449,29 @@ def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> Non
             ray.shutdown()
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """HOST and PORT of ``HOST:PORT`` or ``ray://HOST:PORT``; None for "auto" and other forms Ray resolves."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def _is_loopback(address: str) -> bool:
+    host = (_host_port(address) or ("",))[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or no host at all
+        return False
+
+
 def _reachable(address: str, timeout_s: float = 10.0) -> None:
     """Refuse a HOST:PORT nobody listens on in seconds: Ray itself retries an absent head for minutes."""
-    import socket
-
-    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
-    if match is None:  # "auto" and other forms Ray resolves itself
+    host_port = _host_port(address)
+    if host_port is None:  # "auto" and other forms Ray resolves itself
         return
     try:
-        socket.create_connection((match.group(1), int(match.group(2))), timeout=timeout_s).close()
+        socket.create_connection(host_port, timeout=timeout_s).close()
     except OSError as exc:
         raise QbenchError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}") from None
 
@@ -452,7 +526,7 @@ def write_index(plan: SweepPlan, rows: list[dict], elapsed_s: float | None = Non
     atomic.write_text(plan.out / "index.json", json.dumps(jsonable({"spec": str(plan.spec), "cells": rows}), indent=1,
                                                           allow_nan=False))
     columns = ["model", "cell", "precision", "calibrator", "task", "status", "verdict", "deciding_metric", "value",
-               "recommendation", "elapsed_s", "report", "error"]
+               "recommendation", "elapsed_s", "node", "attempt", "report", "error"]
     atomic.write_text(plan.out / "index.csv", pd.DataFrame(rows, columns=columns).to_csv(index=False))
     page = _INDEX.render(rows=shown, models=plan.models, configs=configs, counts=counts, elapsed_s=elapsed_s,
                          spec=str(plan.spec), grid={(r["model"], r["cell"]): r for r in shown})
