@@ -242,6 +242,7 @@ def run_cell(cell: Cell, node: str = "") -> dict:
     except Exception as exc:  # a bug or a crash inside one cell must not stop the other cells
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     row["elapsed_s"] = round(time.perf_counter() - started, 2)
+    row["peak_rss_mb"] = _peak_rss_mb()
     atomic.write_text(Path(cell.out) / CELL_FILE, json.dumps(row, indent=1, allow_nan=False, default=str))
     return row
 
@@ -249,8 +250,21 @@ def run_cell(cell: Cell, node: str = "") -> dict:
 def _row(cell: Cell) -> dict:
     return {"model": cell.model_name, "cell": cell.id, "precision": cell.precision, "calibrator": cell.calibrator,
             "task": cell.task, "status": "pending", "verdict": "", "deciding_metric": "", "value": None,
-            "recommendation": "", "report": "", "error": "", "elapsed_s": None, "node": "", "attempt": 0,
+            "recommendation": "", "report": "", "error": "", "elapsed_s": None, "peak_rss_mb": None, "node": "",
+            "attempt": 0,
             "key": cell.key()}
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far (``getrusage``): the cell's peak, or above it when
+    the worker ran bigger cells before; what a worker needs of its node's memory. None where the
+    ``resource`` module is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes on macOS, KiB on Linux
 
 
 def _start_attempt(cell: Cell, node: str) -> int:
@@ -526,7 +540,7 @@ def write_index(plan: SweepPlan, rows: list[dict], elapsed_s: float | None = Non
     atomic.write_text(plan.out / "index.json", json.dumps(jsonable({"spec": str(plan.spec), "cells": rows}), indent=1,
                                                           allow_nan=False))
     columns = ["model", "cell", "precision", "calibrator", "task", "status", "verdict", "deciding_metric", "value",
-               "recommendation", "elapsed_s", "node", "attempt", "report", "error"]
+               "recommendation", "elapsed_s", "peak_rss_mb", "node", "attempt", "report", "error"]
     atomic.write_text(plan.out / "index.csv", pd.DataFrame(rows, columns=columns).to_csv(index=False))
     page = _INDEX.render(rows=shown, models=plan.models, configs=configs, counts=counts, elapsed_s=elapsed_s,
                          spec=str(plan.spec), grid={(r["model"], r["cell"]): r for r in shown})
