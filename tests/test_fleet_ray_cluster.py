@@ -93,6 +93,8 @@ def _exactly_once(spec: Path, rows: list[dict]) -> None:
     assert len(folders) == len(rows)  # one report folder per cell
     assert set(groups) == folders, (sorted(groups), sorted(folders))  # nothing lost, nothing stray
     assert all(len(g) == 1 for g in groups.values()), groups  # nothing recorded twice
+    # the driver alone wrote the sweep's store: no cell left a store of its own in the shared folder
+    assert [p.name for p in (spec.parent / "out").rglob("*.sqlite")] == ["qbench.sqlite"]
 
 
 def test_cells_spread_over_the_worker_nodes(cluster, tmp_path):

@@ -38,6 +38,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -210,9 +211,10 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
     return SweepPlan(spec_path, out_dir, cells, names)
 
 
-def run_cell(cell: Cell, node: str = "") -> dict:
+def run_cell(cell: Cell, node: str = "", mark_done: bool = True) -> dict:
     """Run one cell (in whatever process or Ray worker calls it); never raises: a failure is a row.
-    ``node``: where it runs (a Ray node id), kept in the row.
+    ``node``: where it runs (a Ray node id), kept in the row. ``mark_done``: write the row as the
+    cell's ``cell.json`` (on Ray the driver writes it, once it has recorded the cell's runs).
 
     Exactly once in the store, however often the cell is started: the cell owns its report folder,
     and the store keeps only the runs of the attempt that finished last whose report lies there. An
@@ -243,8 +245,14 @@ def run_cell(cell: Cell, node: str = "") -> dict:
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     row["elapsed_s"] = round(time.perf_counter() - started, 2)
     row["peak_rss_mb"] = _peak_rss_mb()
-    atomic.write_text(Path(cell.out) / CELL_FILE, json.dumps(row, indent=1, allow_nan=False, default=str))
+    if mark_done:
+        save_row(cell, row)
     return row
+
+
+def save_row(cell: Cell, row: dict) -> None:
+    """The cell's ``cell.json``, written last: a later sweep skips the cell when it says done."""
+    atomic.write_text(Path(cell.out) / CELL_FILE, json.dumps(row, indent=1, allow_nan=False, default=str))
 
 
 def _row(cell: Cell) -> dict:
@@ -403,13 +411,39 @@ def _use_threads(count: int) -> None:
     os.environ[THREADS_ENV] = str(count)
 
 
-def _run_cell_on_ray(cell: Cell, count: int) -> dict:
+def _run_cell_on_ray(cell: Cell, count: int) -> tuple[dict, bytes]:
     """``run_cell`` in a Ray task, under a thread budget (the task holds ``count`` CPUs of its node,
-    not the node), naming the node it ran on."""
+    not the node), naming the node it ran on. The cell records its runs in a store of its own on
+    the node's local disk, whose bytes go back to the driver with the row: the sweep's store is
+    written by the driver alone (SQLite's locking does not hold across hosts on a network
+    filesystem: sqlite.org/wal.html, sqlite.org/faq.html#q5), and a killed attempt records nothing."""
     import ray  # heavy third-party import: only inside a Ray worker, where it is loaded already
 
     _use_threads(count)
-    return run_cell(cell, node=ray.get_runtime_context().get_node_id())
+    with tempfile.TemporaryDirectory(prefix="qbench-cell-") as tmp:
+        own = dataclasses.replace(cell, store=str(Path(tmp) / "cell.sqlite"))
+        row = run_cell(own, node=ray.get_runtime_context().get_node_id(), mark_done=False)
+        store = Path(own.store)
+        return row, (store.read_bytes() if row["status"] == "done" and store.is_file() else b"")
+
+
+def _record_on_driver(cell: Cell, row: dict, store_bytes: bytes) -> dict:
+    """Copy a Ray cell's own store into the sweep's (one transaction that replaces whatever the
+    store held for the cell's report folder: ``ResultStore.absorb``), then write its ``cell.json``:
+    a cell marked done is in the store, exactly once."""
+    from qbench.store import ResultStore
+
+    if row["status"] == "done":
+        try:
+            with tempfile.TemporaryDirectory(prefix="qbench-cell-") as tmp:
+                copy = Path(tmp) / "cell.sqlite"
+                copy.write_bytes(store_bytes)
+                with ResultStore(cell.store) as store:
+                    store.absorb(copy, replace_under=cell.out)
+        except (OSError, QbenchError) as exc:
+            row = {**row, "status": "failed", "error": f"cannot record the cell in {cell.store}: {exc}"}
+    save_row(cell, row)
+    return row
 
 
 def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> None:
@@ -418,9 +452,10 @@ def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> Non
 
     A task whose worker process or node dies is run again by Ray on a live node, up to
     ``RAY_RETRIES`` times (``max_retries``: Ray retries system failures only; ``run_cell`` turns the
-    cell's own errors into a failed row, so nothing else could be retried). The cell's store record
-    is idempotent (``run_cell``), so a retry replaces what a killed attempt left. A cell that ran out
-    of retries is a failed row, and the next sweep runs it again (resumable)."""
+    cell's own errors into a failed row, so nothing else could be retried). Only the driver writes
+    the sweep's store, from the attempt that returned (``_record_on_driver``), so a killed attempt
+    records nothing and a cell is recorded once. A cell that ran out of retries is a failed row, and
+    the next sweep runs it again (resumable)."""
     if address != "local" and _is_loopback(address) and "ray" not in sys.modules:
         # A cluster whose nodes were started with --node-ip-address 127.0.0.1 listens on the loopback
         # interface only, but Ray rewrites a loopback address given to ray.init into this host's
@@ -454,8 +489,8 @@ def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> Non
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(ready[0])
             try:
-                row = ray.get(ready[0])
-            except Exception as exc:  # the task's worker died
+                row = _record_on_driver(cell, *ray.get(ready[0]))
+            except Exception as exc:  # the task's worker died RAY_RETRIES + 1 times
                 row = {**_row(cell), "status": "failed", "error": f"Ray task failed: {str(exc).splitlines()[0]}"}
             finish(cell, row)
     finally:
