@@ -49,6 +49,7 @@ import jinja2
 from qbench import atomic
 from qbench.cpu import ENV as THREADS_ENV
 from qbench.errors import QbenchError
+from qbench.fleet.table import write_table
 
 CELL_FILE = "cell.json"
 ATTEMPTS_FILE = "cell.attempts.json"  # how often this sweep started the cell, and where (a retry after a dead worker shows)
@@ -56,8 +57,8 @@ ATTEMPTS_FILE = "cell.attempts.json"  # how often this sweep started the cell, a
 # record is idempotent (run_cell), so a retry never records a cell twice
 RAY_RETRIES = 3
 SPEC_KEYS = {"out", "data", "limit", "fallback", "models", "precisions", "calibrators", "tasks", "max_float",
-             "task_options"}
-MODEL_KEYS = {"path", "data", "name", "tasks", "task_options"}
+             "task_options", "table", "title"}
+MODEL_KEYS = {"path", "data", "name", "tasks", "task_options", "package"}
 CALIBRATORS = ("entropy", "minmax", "percentile")
 
 
@@ -95,6 +96,9 @@ class SweepPlan:
     out: Path
     cells: list[Cell]
     models: list[str]
+    table: Path | None = None  # the Markdown summary to write (spec key ``table``; qbench.fleet.table)
+    title: str = ""
+    packages: dict[str, str] = field(default_factory=dict)  # model name -> where its file comes from
 
 
 @dataclass
@@ -138,8 +142,10 @@ def read_spec(path: Path) -> dict:
     return doc
 
 
-def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None = None) -> SweepPlan:
-    """Read and validate the spec; every path made absolute. ``out``/``limit`` override the spec's."""
+def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None = None,
+              only: list[str] | None = None) -> SweepPlan:
+    """Read and validate the spec; every path made absolute. ``out``/``limit`` override the spec's;
+    ``only``: the models (by name) to keep, in the spec's order (a subset of a large sweep)."""
     from qbench.pipeline import PRECISIONS, RunConfig
 
     spec_path = Path(path)
@@ -168,7 +174,13 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
     models = doc.get("models")
     if not isinstance(models, list) or not models:
         raise QbenchError(f"sweep spec {spec_path}: 'models' must be a non-empty list of ONNX paths")
-    cells, names = [], []
+    if only:
+        models = _only(models, only, spec_path)
+    table = doc.get("table")
+    title = doc.get("title", "")
+    if table is not None and not isinstance(table, str) or not isinstance(title, str):
+        raise QbenchError("sweep spec: table must be a path (of the Markdown summary to write) and title a text")
+    cells, names, packages = [], [], {}
     store = str(out_dir / "qbench.sqlite")
     for entry in models:
         entry = {"path": entry} if isinstance(entry, str) else entry
@@ -197,6 +209,7 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
         if _slug(name) in {_slug(n) for n in names}:
             raise QbenchError(f"sweep spec: models {name!r} and another share the folder name {_slug(name)!r}; rename one")
         names.append(name)
+        packages[name] = str(entry.get("package") or "")
         seen = set()
         for precision in precisions:
             for calibrator in calibrators:
@@ -208,7 +221,23 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
                     cell = Cell(name, str(model), str(data_dir), precision, cal, str(task or ""), cell_limit, fallback,
                                 max_float, "", store, json.dumps(options.get(task, {}), sort_keys=True))
                     cells.append(dataclasses.replace(cell, out=str(out_dir / _slug(name) / cell.id)))
-    return SweepPlan(spec_path, out_dir, cells, names)
+    return SweepPlan(spec_path, out_dir, cells, names, _path(base, table) if table else None, title, packages)
+
+
+def _only(models: list, names: list[str], spec_path: Path) -> list:
+    """The spec's model entries named in ``names`` (a model's name: its ``name``, else its file's stem)."""
+    def name_of(entry) -> str:
+        entry = {"path": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            return ""
+        return str(entry.get("name") or Path(entry["path"]).stem)
+
+    known = [name_of(m) for m in models]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise QbenchError(f"sweep spec {spec_path} has no model called {', '.join(map(repr, missing))}; "
+                          f"it has {', '.join(k for k in known if k)}")
+    return [m for m, k in zip(models, known) if k in names]
 
 
 def run_cell(cell: Cell, node: str = "", mark_done: bool = True) -> dict:
@@ -258,7 +287,7 @@ def save_row(cell: Cell, row: dict) -> None:
 def _row(cell: Cell) -> dict:
     return {"model": cell.model_name, "cell": cell.id, "precision": cell.precision, "calibrator": cell.calibrator,
             "task": cell.task, "status": "pending", "verdict": "", "deciding_metric": "", "value": None,
-            "recommendation": "", "report": "", "error": "", "elapsed_s": None, "peak_rss_mb": None, "node": "",
+            "recommendation": "", "report": "", "error": "", "samples": None, "elapsed_s": None, "peak_rss_mb": None, "node": "",
             "attempt": 0,
             "key": cell.key()}
 
@@ -301,7 +330,11 @@ def _outcome_row(cell: Cell, outcome) -> dict:
     cand = view.candidates.get(cell.precision)
     value = cand.metrics().get(cand.deciding) if cand else None
     judged = ((cand.task or {}).get("task") if cand else "") or cell.task  # what the judge resolved (e.g. auto)
-    return {"status": "done", "task": judged, "verdict": cand.verdict if cand else "",
+    try:
+        samples = json.loads(Path(outcome.results_json).read_text(encoding="utf-8")).get("meta", {}).get("samples")
+    except (OSError, ValueError):
+        samples = None
+    return {"status": "done", "task": judged, "samples": samples, "verdict": cand.verdict if cand else "",
             "deciding_metric": cand.deciding if cand else "",
             "value": None if value is None or math.isnan(value) else value,
             "recommendation": view.recommendation, "report": str(outcome.report)}
@@ -364,6 +397,9 @@ def run_sweep(plan: SweepPlan, jobs: int | None = None, ray_address: str | None 
     result.rows = list(rows.values())
     result.elapsed_s = round(time.perf_counter() - started, 2)
     result.index = write_index(plan, result.rows, elapsed_s=result.elapsed_s)
+    if plan.table is not None:
+        write_table(plan.table, plan.models, plan.packages, result.rows, plan.title)
+        echo(f"sweep: table {plan.table}")
     return result
 
 
@@ -575,7 +611,7 @@ def write_index(plan: SweepPlan, rows: list[dict], elapsed_s: float | None = Non
     atomic.write_text(plan.out / "index.json", json.dumps(jsonable({"spec": str(plan.spec), "cells": rows}), indent=1,
                                                           allow_nan=False))
     columns = ["model", "cell", "precision", "calibrator", "task", "status", "verdict", "deciding_metric", "value",
-               "recommendation", "elapsed_s", "peak_rss_mb", "node", "attempt", "report", "error"]
+               "recommendation", "samples", "elapsed_s", "peak_rss_mb", "node", "attempt", "report", "error"]
     atomic.write_text(plan.out / "index.csv", pd.DataFrame(rows, columns=columns).to_csv(index=False))
     page = _INDEX.render(rows=shown, models=plan.models, configs=configs, counts=counts, elapsed_s=elapsed_s,
                          spec=str(plan.spec), grid={(r["model"], r["cell"]): r for r in shown})
