@@ -22,6 +22,8 @@ The spec (TOML or YAML; paths relative to the spec's folder)::
     calibrators = ["entropy", "minmax"]   # [entropy]
     tasks = ["auto"]                       # [the judge's default]; a model may name its own
     task_options = {classify = {max_drop = 0.01}}   # per task: the judge's options and tolerances
+    table = "docs/ZOO.md"                  # also write a Markdown table, one row per model (qbench.fleet.table)
+    title = "model zoo"                    # its heading; a model's ``package`` fills its package column
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class SweepPlan:
     table: Path | None = None  # the Markdown summary to write (spec key ``table``; qbench.fleet.table)
     title: str = ""
     packages: dict[str, str] = field(default_factory=dict)  # model name -> where its file comes from
+    left_out: list[str] = field(default_factory=list)  # the spec's models not in this plan (``only``)
 
 
 @dataclass
@@ -174,8 +177,11 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
     models = doc.get("models")
     if not isinstance(models, list) or not models:
         raise QbenchError(f"sweep spec {spec_path}: 'models' must be a non-empty list of ONNX paths")
+    left_out = []
     if only:
-        models = _only(models, only, spec_path)
+        kept = _only(models, only, spec_path)
+        left_out = [_model_name(m) for m in models if m not in kept]
+        models = kept
     table = doc.get("table")
     title = doc.get("title", "")
     if table is not None and not isinstance(table, str) or not isinstance(title, str):
@@ -221,18 +227,21 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
                     cell = Cell(name, str(model), str(data_dir), precision, cal, str(task or ""), cell_limit, fallback,
                                 max_float, "", store, json.dumps(options.get(task, {}), sort_keys=True))
                     cells.append(dataclasses.replace(cell, out=str(out_dir / _slug(name) / cell.id)))
-    return SweepPlan(spec_path, out_dir, cells, names, _path(base, table) if table else None, title, packages)
+    return SweepPlan(spec_path, out_dir, cells, names, _path(base, table) if table else None, title, packages,
+                     left_out)
+
+
+def _model_name(entry) -> str:
+    """A spec entry's model name: its ``name``, else its file's stem ("" for a malformed entry)."""
+    entry = {"path": entry} if isinstance(entry, str) else entry
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        return ""
+    return str(entry.get("name") or Path(entry["path"]).stem)
 
 
 def _only(models: list, names: list[str], spec_path: Path) -> list:
-    """The spec's model entries named in ``names`` (a model's name: its ``name``, else its file's stem)."""
-    def name_of(entry) -> str:
-        entry = {"path": entry} if isinstance(entry, str) else entry
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            return ""
-        return str(entry.get("name") or Path(entry["path"]).stem)
-
-    known = [name_of(m) for m in models]
+    """The spec's model entries named in ``names``, in the spec's order."""
+    known = [_model_name(m) for m in models]
     missing = [n for n in names if n not in known]
     if missing:
         raise QbenchError(f"sweep spec {spec_path} has no model called {', '.join(map(repr, missing))}; "
@@ -398,7 +407,11 @@ def run_sweep(plan: SweepPlan, jobs: int | None = None, ray_address: str | None 
     result.elapsed_s = round(time.perf_counter() - started, 2)
     result.index = write_index(plan, result.rows, elapsed_s=result.elapsed_s)
     if plan.table is not None:
-        write_table(plan.table, plan.models, plan.packages, result.rows, plan.title)
+        subset = f"; {len(plan.models)} of the spec's {len(plan.models) + len(plan.left_out)} models " \
+            f"(not swept: {', '.join(plan.left_out)})" if plan.left_out else ""
+        note = f"Written by `qbench sweep {plan.spec.name}`{subset}; {result.done + result.skipped} cell(s) done, " \
+               f"{sum(r['status'] == 'failed' for r in result.rows)} failed."
+        write_table(plan.table, plan.models, plan.packages, result.rows, plan.title, note)
         echo(f"sweep: table {plan.table}")
     return result
 

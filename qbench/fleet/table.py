@@ -22,12 +22,13 @@ def column_of(row: dict) -> str:
     return "-".join(part for part in (row.get("precision"), row.get("calibrator")) if part)
 
 
-def render_table(models: list[str], packages: dict[str, str], rows: list[dict], title: str = "") -> str:
+def render_table(models: list[str], packages: dict[str, str], rows: list[dict], title: str = "", note: str = "") -> str:
     columns = list(dict.fromkeys(column_of(r) for r in rows))
     precisions = [c.split("-")[0] for c in columns]
     # a precision with one configuration is named alone: "fp16", not "fp16-"
     heads = [c.split("-")[0] if precisions.count(c.split("-")[0]) == 1 else c for c in columns]
     lines = [f"# {title}", ""] if title else []
+    lines += [note, ""] if note else []
     lines += ["| model | package | task | samples | " + " | ".join(heads) + " |",
               "|" + "---|" * (4 + len(heads))]
     for model in models:
@@ -44,8 +45,10 @@ def render_table(models: list[str], packages: dict[str, str], rows: list[dict], 
     return "\n".join(lines) + "\n"
 
 
-def write_table(path: Path, models: list[str], packages: dict[str, str], rows: list[dict], title: str = "") -> Path:
-    return atomic.write_text(path, render_table(models, packages, rows, title))
+def write_table(path: Path, models: list[str], packages: dict[str, str], rows: list[dict], title: str = "",
+                note: str = "") -> Path:
+    """``note``: a line under the title (which command wrote the table, and how much it swept)."""
+    return atomic.write_text(path, render_table(models, packages, rows, title, note))
 
 
 def _cell(row: dict) -> str:
