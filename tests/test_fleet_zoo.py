@@ -79,7 +79,9 @@ def test_a_three_model_subset_of_the_zoo_writes_its_table_and_index(tmp_path, ca
     args = ["sweep", str(spec), "--limit", "4", "--jobs", "2", "--quiet"]
     for name in CI_SUBSET:
         args += ["--model", name]
-    assert main(args) == 0, capsys.readouterr().err
+    rc = main(args)
+    assert rc == 0, capsys.readouterr().err
+    capsys.readouterr()
     table = (tmp_path / "ZOO.md").read_text().splitlines()
     assert table[0] == "# qbench model zoo"
     assert table[2].startswith(f"Written by `qbench sweep zoo.toml`; 3 of the spec's {len(ZOO)} models (not swept: ")

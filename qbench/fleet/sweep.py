@@ -339,14 +339,30 @@ def _outcome_row(cell: Cell, outcome) -> dict:
     cand = view.candidates.get(cell.precision)
     value = cand.metrics().get(cand.deciding) if cand else None
     judged = ((cand.task or {}).get("task") if cand else "") or cell.task  # what the judge resolved (e.g. auto)
-    try:
-        samples = json.loads(Path(outcome.results_json).read_text(encoding="utf-8")).get("meta", {}).get("samples")
-    except (OSError, ValueError):
-        samples = None
+    samples = _judged_samples(Path(outcome.results_json), cell)
     return {"status": "done", "task": judged, "samples": samples, "verdict": cand.verdict if cand else "",
             "deciding_metric": cand.deciding if cand else "",
             "value": None if value is None or math.isnan(value) else value,
             "recommendation": view.recommendation, "report": str(outcome.report)}
+
+
+def _judged_samples(results_json: Path, cell: Cell) -> int | None:
+    """How many samples decided the cell's verdict: the judge's count (its per-sample rows), else the
+    data folder's count capped by the cell's limit."""
+    try:
+        doc = json.loads(results_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for candidate in doc.get("candidates") or []:
+        task = candidate.get("task") if candidate.get("precision") == cell.precision else None
+        if isinstance(task, dict):
+            counted = (task.get("metrics") or {}).get("samples")
+            if isinstance(counted, (int, float)) and not isinstance(counted, bool):
+                return int(counted)
+            if isinstance(task.get("per_sample"), list):
+                return len({r.get("sample") for r in task["per_sample"] if isinstance(r, dict)})
+    folder = (doc.get("meta") or {}).get("samples")
+    return None if not isinstance(folder, int) else folder if cell.limit is None else min(folder, cell.limit)
 
 
 def finished(cell: Cell) -> dict | None:
