@@ -1,9 +1,12 @@
 """``qbench sweep SPEC``: a grid of runs, models x precisions x calibrators x tasks, run in parallel.
 
 A cell is one ``qbench run`` of one model with one precision, one calibration method and one task,
-written to ``<out>/<model>/<cell>/`` and recorded in the shared store ``<out>/qbench.sqlite`` (the
-store takes concurrent writers). Cells run in a local process pool (the default) or as Ray tasks on
-a cluster (``--ray ADDRESS``, Ray's own API: ``ray.init``, ``ray.remote``, ``ray.wait``).
+written to ``<out>/<model>/<cell>/`` and recorded in the shared store ``<out>/qbench.sqlite``, once
+(a cell owns its report folder; its record replaces any earlier one under it). Cells run in a local
+process pool (the default; each worker writes the store, which takes concurrent writers on one
+host) or as Ray tasks on a cluster (``--ray ADDRESS``, Ray's own API: ``ray.init``, ``ray.remote``,
+``ray.wait``; the driver alone writes the store, from each cell's own store sent back with its row,
+and Ray reruns a task whose worker or node died).
 
 Resumable: a cell that finished writes ``cell.json`` last, naming a key of everything that decides
 its result (model file, data folder, precision, method, task, limits); a later sweep skips a cell
