@@ -33,9 +33,10 @@ SWEEP_TIMEOUT_S = 240
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster():
-    """A head with no CPUs and two 1-CPU worker nodes; every process of it is stopped afterwards."""
+    """A head with no CPUs and two 1-CPU worker nodes; every process of it is stopped afterwards.
+    One cluster for the module (starting one takes ~20 s): the test that kills a node comes last."""
     pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
@@ -113,6 +114,7 @@ def test_cells_spread_over_the_worker_nodes(cluster, tmp_path):
 
 def test_a_worker_node_killed_mid_sweep_loses_and_duplicates_nothing(cluster, tmp_path):
     head, (survivor, victim) = cluster
+    assert len(head.list_all_nodes()) == 3, "the cluster lost a node before this test"
     spec = _spec(tmp_path, ["cls-a", "cls-b", "cls-c"], ["minmax", "percentile"])
     out = spec.parent / "out"
     killed: list[str] = []  # the cell that was running on the victim when it was killed

@@ -428,8 +428,10 @@ def run_sweep(plan: SweepPlan, jobs: int | None = None, ray_address: str | None 
     if plan.table is not None:
         subset = f"; {len(plan.models)} of the spec's {len(plan.models) + len(plan.left_out)} models " \
             f"(not swept: {', '.join(plan.left_out)})" if plan.left_out else ""
-        note = f"Written by `qbench sweep {plan.spec.name}`{subset}; {result.done + result.skipped} cell(s) done, " \
-               f"{sum(r['status'] == 'failed' for r in result.rows)} failed."
+        failed = sum(r["status"] == "failed" for r in result.rows)
+        note = f"Written by `qbench sweep {plan.spec.name}`{subset}; {len(result.rows) - failed} cell(s) done, " \
+               f"{failed} failed. Verdicts of qbench's task judge on the ONNX Runtime CPU simulation of each " \
+               "format, not on TensorRT; each cell's report and the matrix: the sweep's index.html."
         write_table(plan.table, plan.models, plan.packages, result.rows, plan.title, note)
         echo(f"sweep: table {plan.table}")
     return result
