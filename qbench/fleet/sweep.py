@@ -55,6 +55,7 @@ from qbench import atomic
 from qbench.cpu import ENV as THREADS_ENV
 from qbench.errors import QbenchError
 from qbench.fleet.table import write_table
+from qbench.store import ResultStore
 
 CELL_FILE = "cell.json"
 ATTEMPTS_FILE = "cell.attempts.json"  # how often this sweep started the cell, and where (a retry after a dead worker shows)
@@ -263,7 +264,6 @@ def run_cell(cell: Cell, node: str = "", mark_done: bool = True) -> dict:
     writes leaves part of a run behind), then, once the pipeline recorded its own runs, drops any
     other run under the folder (an earlier attempt that was still writing when it was given up)."""
     from qbench.pipeline import RunConfig, run_pipeline
-    from qbench.store import ResultStore
 
     started = time.perf_counter()
     row = {**_row(cell), "node": node}
@@ -501,8 +501,6 @@ def _record_on_driver(cell: Cell, row: dict, store_bytes: bytes) -> dict:
     """Copy a Ray cell's own store into the sweep's (one transaction that replaces whatever the
     store held for the cell's report folder: ``ResultStore.absorb``), then write its ``cell.json``:
     a cell marked done is in the store, exactly once."""
-    from qbench.store import ResultStore
-
     if row["status"] == "done":
         try:
             with tempfile.TemporaryDirectory(prefix="qbench-cell-") as tmp:
