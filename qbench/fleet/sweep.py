@@ -59,8 +59,8 @@ from qbench.store import ResultStore
 
 CELL_FILE = "cell.json"
 ATTEMPTS_FILE = "cell.attempts.json"  # how often this sweep started the cell, and where (a retry after a dead worker shows)
-# Ray retries a task whose worker or node died this many times (Ray's own default); a cell's store
-# record is idempotent (run_cell), so a retry never records a cell twice
+# Ray retries a task whose worker or node died this many times (Ray's own default); the driver
+# records only the attempt that returned (_record_on_driver), so a retry never records a cell twice
 RAY_RETRIES = 3
 SPEC_KEYS = {"out", "data", "limit", "fallback", "models", "precisions", "calibrators", "tasks", "max_float",
              "task_options", "table", "title"}
@@ -299,9 +299,8 @@ def save_row(cell: Cell, row: dict) -> None:
 def _row(cell: Cell) -> dict:
     return {"model": cell.model_name, "cell": cell.id, "precision": cell.precision, "calibrator": cell.calibrator,
             "task": cell.task, "status": "pending", "verdict": "", "deciding_metric": "", "value": None,
-            "recommendation": "", "report": "", "error": "", "samples": None, "elapsed_s": None, "peak_rss_mb": None, "node": "",
-            "attempt": 0,
-            "key": cell.key()}
+            "recommendation": "", "report": "", "error": "", "samples": None, "elapsed_s": None, "peak_rss_mb": None,
+            "node": "", "attempt": 0, "key": cell.key()}
 
 
 def _peak_rss_mb() -> float | None:
