@@ -5,7 +5,8 @@ data folder of ZOO_SAMPLES samples made for it, and exact labels where they can 
 ``zoo.toml`` names; ``qbench sweep zoo.toml`` then judges every model in every format and writes
 docs/ZOO.md. Data, by family:
 
-* text recognisers (CTC): rendered lines of known strings (``LINE_TEXTS``), at the model's height;
+* text recognisers (CTC): rendered lines of known strings (``LINE_TEXTS``), at the model's height
+  (judged against FP32's reading: the labels would need each model's charset);
 * the PP-OCR orientation classifier: the same lines, every second one turned 180°, with exact
   labels (0 upright, 1 turned: the classes PP-OCR defines, ``label_list = ['0', '180']``);
 * image models (detectors, text detection, the 4-way orientation classifier): crops of the bundled
@@ -16,7 +17,8 @@ docs/ZOO.md. Data, by family:
   synthetic voiced signal (each its own pitch, tempo and noise), then each stage's input made by the
   stages before it in FP32, the way openWakeWord feeds them (ONNX Runtime on the package's models):
   raw audio for the melspectrogram; 76-frame windows of its output, scaled ``x / 10 + 2``, for the
-  embedding model; 16, 22 or 34 consecutive embeddings (one every 8 frames) for the heads.
+  embedding model; 16, 22 or 34 consecutive embeddings (one every 8 frames) for the heads. The timer
+  head's 7 classes have an exact label for every clip: 0, no timer phrase (none is spoken).
 
 Nothing is downloaded; the models stay where their packages put them.
 """
@@ -169,9 +171,12 @@ def oww_mel_windows(dest: Path) -> Path:
     return dest
 
 
-def oww_embeddings(dest: Path, count: int) -> Path:
-    """``count`` consecutive embeddings of each clip: what a wake-word head reads."""
+def oww_embeddings(dest: Path, count: int, label: int | None = None) -> Path:
+    """``count`` consecutive embeddings of each clip: what a wake-word head reads. ``label``: the
+    class every clip truly is, written to labels.json (a synthetic harmonic signal says no phrase)."""
     dest.mkdir(parents=True, exist_ok=True)
+    if label is not None:
+        (dest / "labels.json").write_text(json.dumps({f"emb{i:02d}.npy": label for i in range(ZOO_SAMPLES)}))
     seconds = ((count - 1) * OWW_STEP + OWW_FRAMES) * 160 / 16000 + 0.1  # 10 ms per mel frame
     for i in range(ZOO_SAMPLES):
         embeddings = _embeddings(_mel(_clip(i, seconds)))
@@ -224,7 +229,9 @@ ZOO = [
              lambda d: oww_embeddings(d, 16)),
     ZooModel("oww-hey-mycroft", "openwakeword", f"{OWW}/hey_mycroft_v0.1.onnx", "generic",
              lambda d: oww_embeddings(d, 16)),
-    ZooModel("oww-timer", "openwakeword", f"{OWW}/timer_v0.1.onnx", "classify", lambda d: oww_embeddings(d, 34)),
+    # 7 classes, 0 = no timer phrase (1-6 name the durations): none of the synthetic clips says one
+    ZooModel("oww-timer", "openwakeword", f"{OWW}/timer_v0.1.onnx", "classify",
+             lambda d: oww_embeddings(d, 34, label=0)),
     ZooModel("oww-weather", "openwakeword", f"{OWW}/weather_v0.1.onnx", "generic", lambda d: oww_embeddings(d, 22)),
     ZooModel("oww-silero-vad", "openwakeword", f"{OWW}/silero_vad.onnx", "generic", oww_silero),
 ]
