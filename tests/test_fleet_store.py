@@ -8,6 +8,7 @@ import sqlite3
 import pandas as pd
 import pytest
 
+from qbench.errors import QbenchError
 from qbench.report import CandidateResult
 from qbench.store import MIGRATIONS, SCHEMA_VERSION, ResultStore, _statements
 
@@ -97,3 +98,33 @@ def test_parallel_writers_lose_no_row(tmp_path):
     assert con.execute("SELECT count(*) FROM tensor_metrics").fetchone()[0] == 2 * WRITERS * PER_WRITER
     assert con.execute("SELECT count(*) FROM run_metrics WHERE scope = 'output'").fetchone()[0] == 5 * WRITERS * PER_WRITER
     con.close()
+
+
+def test_a_cells_own_store_replaces_its_record_in_the_sweeps_store_in_one_step(tmp_path):
+    """How a Ray cell lands: its own store (written on its node) is copied into the sweep's store,
+    replacing what that store held for the cell's report folder and nothing else."""
+    main, cell = tmp_path / "sweep.sqlite", tmp_path / "cell.sqlite"
+    folder = tmp_path / "out" / "det" / "int8-minmax"
+    neighbour = tmp_path / "out" / "DET" / "int8-minmax"  # differs only in case: not the cell's
+    with ResultStore(main) as store:
+        stale = store.record_run("det", "d", _candidate("int8", 0.5), report_path=str(folder / "index.html"))
+        other = store.record_run("det", "d", _candidate("int8", 0.7), report_path=str(neighbour / "index.html"))
+    with ResultStore(cell) as store:
+        store.record_run("det", "d", _candidate("int8", 0.9, {"task": "classify", "verdict": "pass",
+                                                              "metrics": {"top1_agreement": 1.0}}),
+                         report_path=str(folder / "index.html"))
+    with ResultStore(main) as store:
+        (new,) = store.absorb(cell, replace_under=folder)
+        runs = store.runs()
+        assert set(runs["id"]) == {other, new} and stale not in set(runs["id"])
+        assert store.run(new)["verdict"] == "pass"
+        assert list(store.tensor_metrics(new)["cosine"]) == [0.999, 0.9]
+        assert store.run_metrics(new)["task"] == {"top1_agreement": 1.0}
+        assert len(store.tensor_metrics(stale)) == 0  # the stale run's metrics went with it
+        # absorbing the same cell again (a retry that also returned) still leaves it once
+        (again,) = store.absorb(cell, replace_under=folder)
+        assert set(store.runs()["id"]) == {other, again}
+    with sqlite3.connect(str(cell)) as conn:
+        conn.execute("PRAGMA user_version = 1")
+    with ResultStore(main) as store, pytest.raises(QbenchError, match="schema 1, not 2"):
+        store.absorb(cell, replace_under=folder)

