@@ -78,6 +78,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     from qbench.advise import recommend
     from qbench.calibrate import calibrate
     from qbench.compare import compare_precision
+    from qbench.compare.stream import compare_together
     from qbench.data import load_dataset
     from qbench.model import ModelGraph
     from qbench.ranges import Ranges
@@ -125,12 +126,18 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
 
     candidates, comparisons = [], {}
     reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
-    for precision in cfg.precisions:
-        if precision == "fp16" and cfg.fp16_mode == "worst":
-            continue  # only the worst-mode candidate, added by the FP16 stage below
-        comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float, reference=reference,
-                                       limit=cfg.compare_limit, progress=cfg.progress, judge=judge,
-                                       placement=_placement(cfg))
+    # only the worst-mode FP16 candidate with --fp16-mode worst, added by the FP16 stage below
+    compared = [p for p in cfg.precisions if not (p == "fp16" and cfg.fp16_mode == "worst")]
+
+    def job(precision):
+        return lambda ref, stream: compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float,
+                                                     reference=ref, limit=cfg.compare_limit, progress=cfg.progress,
+                                                     judge=judge, placement=_placement(cfg), stream=stream)
+
+    # every candidate in one pass over the samples: the FP32 reference runs once per sample
+    results = compare_together(reference, dataset, [job(p) for p in compared], limit=cfg.compare_limit,
+                               progress=cfg.progress)
+    for precision, comparison in zip(compared, results):
         comparison.save(out / precision)
         comparisons[precision] = comparison
         meta = dict(comparison.meta)

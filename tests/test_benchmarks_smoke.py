@@ -40,7 +40,17 @@ def _sweep(out: str) -> None:
     assert cap and float(cap.group(1)) > 0 and abs(float(cap.group(2)) - 1 / float(cap.group(1))) < 0.01, out
 
 
-CHECKS = {"bench_calibrate.py": _calibrate, "bench_judge.py": _judge, "bench_sweep.py": _sweep}
+def _run_candidates(out: str) -> None:
+    one = re.search(r"ratio (\d+) candidates in one pass \(([^)]*)\) / int8 alone: ([0-9.]+) .*recomputing FP32 per "
+                    r"candidate: ([0-9.]+)", out)
+    assert one and int(one.group(1)) >= 3 and one.group(2).startswith("int8, fp16, fp16-worst"), out
+    assert float(one.group(3)) > 0 and float(one.group(4)) > 0, out
+    memory = re.search(r"ratio peak RSS at 4 / at 2 samples: ([0-9.]+)", out)
+    assert memory and float(memory.group(1)) > 0, out
+
+
+CHECKS = {"bench_calibrate.py": _calibrate, "bench_judge.py": _judge, "bench_sweep.py": _sweep,
+          "bench_run_candidates.py": _run_candidates}
 
 
 def _param(path: Path):

@@ -197,11 +197,15 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
     fold = CandidateFold(graph, dataset, reference.name, candidate.name, th,
                          _PrecisionStats(precision, ranges, set(quantized) if quantized is not None else None),
                          tensors, judge, workers)
+    shared = False
     try:
-        if stream is None or not stream.follow(fold, candidate):
+        shared = stream is not None and stream.follow(fold, candidate)
+        if not shared:
             _own_pass(fold, reference, candidate, dataset, limit, progress)
     finally:
         fold.close()
+    if shared:  # its timing as its own pass would have taken it (the shared pass ran other candidates too)
+        started = time.perf_counter() - fold.t_run - fold.t_wait
     return fold.comparison(reference, candidate, started=started, replay=replay, max_replay=max_replay,
                            candidate_model=candidate_model, make_candidate_model=make_candidate_model,
                            precision=precision, ranges=ranges, progress=progress, pictures=pictures)
