@@ -22,12 +22,18 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from qbench.calibrate.batching import DEFAULT_MEMORY_BUDGET, activation_bytes, available_memory
+from qbench.calibrate.batching import activation_bytes, available_memory
 from qbench.cpu import ort_threads
 from qbench.errors import QbenchError
 from qbench.spill import SpillList
 
 MAX_BATCH = 16
+# Bytes of float activations (summed over every tensor, by shape inference) one judging batch may
+# have: an eighth of calibration's budget, because the search runs gated models with extra nodes
+# and keeps its own buffers beside it. A batch is the most samples within it (at most MAX_BATCH),
+# so a larger judging part never makes a larger batch once the budget binds: PP-OCRv4 at 640x640
+# (0.7 GB of activations per sample) judges one sample at a time, a 48x192 classifier 16.
+JUDGING_BATCH_BYTES = 256 * 2**20
 
 
 def make_task_judge(task: str, graph, options=None, labels=None):
@@ -136,7 +142,7 @@ class Reference:
         return self.judge(judge, self.run(session(model, optimize=False)))
 
 
-def batch_memory(graph, sample: dict, budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+def batch_memory(graph, sample: dict, budget: int = JUDGING_BATCH_BYTES) -> int:
     """The judging batch: the most samples (at most ``MAX_BATCH``) whose float activations, by ONNX
     shape inference (``qbench.calibrate.batching.activation_bytes``), fit ``budget`` (capped at a
     quarter of the memory available now, as calibration's batch is). The sum of every activation

@@ -1,0 +1,56 @@
+"""A run's peak memory does not grow with the number of samples (issue 22, item 6).
+
+`qbench run` on the embedded detector in a fresh process at 8 and at 32 samples (the bundled images
+cycled), peak RSS compared. At 256x256 one sample's activations sum to ~110 MB, so any array kept
+per sample, or a batch that grows with the samples (the search once judged its held-out samples 16
+at a time: ~1 GB more at 32 samples), shows far above the tolerance; the INT8 candidate alone and
+--no-fallback keep it quick (the calibrator sweep, which judges held-out samples, still runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TOLERANCE = 1.2
+# runs the CLI as a user would, then prints the process's own peak RSS (MiB; Linux reports KiB)
+PEAK = ("import resource, sys\nfrom qbench.cli import main\ncode = main(sys.argv[1:])\n"
+        "print('peak-mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\nsys.exit(code)")
+
+
+def _data(dest: Path, count: int, size: int = 256) -> Path:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from benchlib import default_data_cycled
+    finally:
+        sys.path.pop(0)
+    return default_data_cycled(dest, size, count)
+
+
+def _peak_mb(tmp_path: Path, count: int) -> tuple[float, dict]:
+    from qbench.defaults import DEFAULT_MODEL
+
+    data = _data(tmp_path / f"data{count}", count)
+    out = tmp_path / f"out{count}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", PEAK, "run", str(DEFAULT_MODEL), "--data", str(data), "--out", str(out),
+                           "--precision", "int8", "--method", "minmax", "--no-fallback", "-q"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak = float(proc.stdout.split("peak-mb")[-1].split()[0])
+    return peak, json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_peak_memory_of_a_run_does_not_grow_with_the_samples(tmp_path):
+    small, small_results = _peak_mb(tmp_path, 8)
+    large, large_results = _peak_mb(tmp_path, 32)
+    # the runs really judged 8 and 32 samples
+    assert json.dumps(small_results).count('"samples": 8') and json.dumps(large_results).count('"samples": 32')
+    assert large <= TOLERANCE * small, f"peak RSS {large:.0f} MB at 32 samples vs {small:.0f} MB at 8"
