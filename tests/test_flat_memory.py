@@ -1,10 +1,13 @@
 """A run's peak memory does not grow with the number of samples (issue 22, item 6).
 
-`qbench run` on the embedded detector in a fresh process at 8 and at 32 samples (the bundled images
+`qbench run` on the embedded detector in a fresh process at 4 and at 16 samples (the bundled images
 cycled), peak RSS compared. At 256x256 one sample's activations sum to ~110 MB, so any array kept
-per sample, or a batch that grows with the samples (the search once judged its held-out samples 16
-at a time: ~1 GB more at 32 samples), shows far above the tolerance; the INT8 candidate alone and
---no-fallback keep it quick (the calibrator sweep, which judges held-out samples, still runs).
+per sample, or a batch that grows with the samples, shows far above the tolerance: before the
+search's judging batch was bounded (it judged its held-out samples up to 16 at a time), the same
+runs measured 756 MB at 8 samples and 1049 MB at 32. The INT8 candidate alone and --no-fallback
+keep it quick (the calibrator sweep, which judges held-out samples, still runs). The calibration
+batch is fixed: chosen automatically, it depends on the memory free at that moment on a shared
+machine (``qbench.calibrate.batching``), which is not what this test is about.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def _peak_mb(tmp_path: Path, count: int) -> tuple[float, dict]:
     out = tmp_path / f"out{count}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", PEAK, "run", str(DEFAULT_MODEL), "--data", str(data), "--out", str(out),
-                           "--precision", "int8", "--method", "minmax", "--no-fallback", "-q"],
+                           "--precision", "int8", "--method", "minmax", "--batch-size", "2", "--no-fallback", "-q"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     peak = float(proc.stdout.split("peak-mb")[-1].split()[0])
@@ -49,8 +52,9 @@ def _peak_mb(tmp_path: Path, count: int) -> tuple[float, dict]:
 
 @pytest.mark.slow
 def test_peak_memory_of_a_run_does_not_grow_with_the_samples(tmp_path):
-    small, small_results = _peak_mb(tmp_path, 8)
-    large, large_results = _peak_mb(tmp_path, 32)
-    # the runs really judged 8 and 32 samples
-    assert json.dumps(small_results).count('"samples": 8') and json.dumps(large_results).count('"samples": 32')
-    assert large <= TOLERANCE * small, f"peak RSS {large:.0f} MB at 32 samples vs {small:.0f} MB at 8"
+    small, small_results = _peak_mb(tmp_path, 4)
+    large, large_results = _peak_mb(tmp_path, 16)
+    print(f"peak RSS {large:.0f} MB at 16 samples, {small:.0f} MB at 4")
+    # the runs really compared 4 and 16 samples
+    assert '"samples": 4' in json.dumps(small_results) and '"samples": 16' in json.dumps(large_results)
+    assert large <= TOLERANCE * small, f"peak RSS {large:.0f} MB at 16 samples vs {small:.0f} MB at 4"
