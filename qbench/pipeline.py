@@ -2,7 +2,8 @@
 
 ``run_pipeline`` is what ``qbench run`` and ``qbench demo`` call; every stage is also usable alone
 from its own module. Candidates here are ONNX Runtime CPU simulations of INT8 (explicit Q/DQ from the
-calibrated ranges) and FP16 (values rounded through float16), compared with the FP32 reference.
+calibrated ranges) and FP16 (values rounded through float16), compared with the FP32 reference, all
+in one pass over the samples (``qbench.compare.stream``: the reference runs once per sample).
 """
 
 from __future__ import annotations
