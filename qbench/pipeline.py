@@ -130,14 +130,18 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     # only the worst-mode FP16 candidate with --fp16-mode worst, added by the FP16 stage below
     compared = [p for p in cfg.precisions if not (p == "fp16" and cfg.fp16_mode == "worst")]
 
-    def job(precision):
+    def job(precision, placement=None):
         return lambda ref, stream: compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float,
                                                      reference=ref, limit=cfg.compare_limit, progress=cfg.progress,
-                                                     judge=judge, placement=_placement(cfg), stream=stream)
+                                                     judge=judge, placement=placement or _placement(cfg), stream=stream)
 
-    # every candidate in one pass over the samples: the FP32 reference runs once per sample
-    results = compare_together(reference, dataset, [job(p) for p in compared], limit=cfg.compare_limit,
-                               progress=cfg.progress)
+    # every candidate in one pass over the samples: the FP32 reference runs once per sample; INT8 with
+    # the worst placement too when --placement both asks for it (its verdict is only compared below)
+    jobs = [job(p) for p in compared]
+    if cfg.placement == "both" and "int8" in compared:
+        jobs.append(job("int8", placement="worst"))
+    results = compare_together(reference, dataset, jobs, limit=cfg.compare_limit, progress=cfg.progress)
+    int8_worst = results.pop() if len(jobs) > len(compared) else None
     for precision, comparison in zip(compared, results):
         comparison.save(out / precision)
         comparisons[precision] = comparison
@@ -150,8 +154,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         echo(f"qbench: {precision}: diagnosis: {_one_line_summary(comparison)}")
 
     if cfg.placement == "both" and "int8" in comparisons:
-        note = _placement_disagreement(cfg, graph, dataset, ranges, candidates[cfg.precisions.index("int8")], reference,
-                                       judge)
+        note = _placement_disagreement(candidates[cfg.precisions.index("int8")], int8_worst)
         if note:
             echo(f"qbench: warning: {note}")
             hazards.append(note)
@@ -195,14 +198,12 @@ def _placement(cfg: RunConfig) -> str:
     return "likely" if cfg.placement == "both" else cfg.placement
 
 
-def _placement_disagreement(cfg: RunConfig, graph, dataset, ranges, likely, reference, judge) -> str | None:
-    """Run INT8 with the worst placement too; a sentence when its verdict differs from the likely one."""
+def _placement_disagreement(likely, worst) -> str | None:
+    """A sentence when INT8's verdict with the worst placement (``worst``, a Comparison made in the
+    run's one pass) differs from the likely one's (``likely``, its CandidateResult)."""
     from qbench.advise import Thresholds, evaluate
-    from qbench.compare import compare_precision
     from qbench.report import CandidateResult
 
-    worst = compare_precision(graph, dataset, "int8", ranges, keep_float=cfg.keep_float, reference=reference,
-                              limit=cfg.compare_limit, progress=cfg.progress, placement="worst", judge=judge)
     worst_candidate = CandidateResult("int8", worst.tensors, worst.findings, worst.unmatched, dict(worst.meta),
                                       task=worst.task)
     # the verdicts themselves (pass / fail / inconclusive), as the recommendation reads them
