@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=16)
     parser.add_argument("--large", type=int, default=64)
     parser.add_argument("--search-time", type=float, default=20.0, help="search budget of each `qbench run` (s)")
+    parser.add_argument("--no-memory", action="store_true", help="the candidates' timing only, no qbench runs")
     parser.add_argument("--smoke", action="store_true", help="128x128, 2 samples, one round, memory at 2 vs 4 samples")
     args = parser.parse_args()
     if args.smoke:
@@ -139,7 +140,7 @@ def main() -> None:
         rounds = [{k: in_child(_compare, k, str(data), ranges, args.samples) for k in ("int8", "all", "apart")}
                   for _ in range(args.rounds)]
         runs = {}
-        for n in (args.small, args.large):
+        for n in (args.small, args.large) if not args.no_memory else ():
             folder = default_data_cycled(tmp / f"data{n}", args.size, n)
             runs[n] = in_child(_run, str(folder), str(tmp / f"out{n}"), args.search_time, args.smoke)
     best = {k: min(r[k]["seconds"] for r in rounds) for k in ("int8", "all", "apart")}
@@ -150,9 +151,14 @@ def main() -> None:
     for k in ("int8", "all", "apart"):
         r = min((r[k] for r in rounds), key=lambda x: x["seconds"])
         print(f"{k:<10}{r['seconds']:>9.2f}{r['peak_mb']:>13.0f}  {', '.join(r['names'])} ({', '.join(r['verdicts'])})")
+    per_round = ", ".join(f"{r['all']['seconds'] / r['int8']['seconds']:.2f}/{r['apart']['seconds'] / r['int8']['seconds']:.2f}"
+                          for r in rounds)
+    print(f"per round, one pass / int8 and recomputed / int8: {per_round}")
     print(f"ratio {len(names)} candidates in one pass ({', '.join(names)}) / int8 alone: {best['all'] / best['int8']:.2f} "
           f"(target <= 2.8 for 4 candidates); recomputing FP32 per candidate: {best['apart'] / best['int8']:.2f}; "
           f"one pass / recomputed: {best['all'] / best['apart']:.2f}")
+    if args.no_memory:
+        return
     small, large = runs[args.small], runs[args.large]
     print(f"qbench run at {args.small} samples: {small['seconds']:.1f} s, peak RSS {small['peak_mb']:.0f} MB; "
           f"at {args.large}: {large['seconds']:.1f} s, peak RSS {large['peak_mb']:.0f} MB "

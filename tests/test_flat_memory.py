@@ -1,10 +1,10 @@
 """A run's peak memory does not grow with the number of samples (issue 22, item 6).
 
-`qbench run` on the embedded detector in a fresh process at 4 and at 16 samples (the bundled images
-cycled), peak RSS compared. At 256x256 one sample's activations sum to ~110 MB, so any array kept
+`qbench run` on the embedded detector in a fresh process at 8 and at 32 samples (the bundled images
+cycled), peak RSS compared. At 192x192 one sample's activations sum to ~60 MB, so any array kept
 per sample, or a batch that grows with the samples, shows far above the tolerance: before the
 search's judging batch was bounded (it judged its held-out samples up to 16 at a time), the same
-runs measured 756 MB at 8 samples and 1049 MB at 32. The INT8 candidate alone and --no-fallback
+runs at 256x256 measured 756 MB at 8 samples and 1049 MB at 32. The INT8 candidate alone and --no-fallback
 keep it quick (the calibrator sweep, which judges held-out samples, still runs). The calibration
 batch is fixed: chosen automatically, it depends on the memory free at that moment on a shared
 machine (``qbench.calibrate.batching``), which is not what this test is about.
@@ -27,7 +27,7 @@ PEAK = ("import resource, sys\nfrom qbench.cli import main\ncode = main(sys.argv
         "print('peak-mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\nsys.exit(code)")
 
 
-def _data(dest: Path, count: int, size: int = 256) -> Path:
+def _data(dest: Path, count: int, size: int = 192) -> Path:
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         from benchlib import default_data_cycled
@@ -52,9 +52,12 @@ def _peak_mb(tmp_path: Path, count: int) -> tuple[float, dict]:
 
 @pytest.mark.slow
 def test_peak_memory_of_a_run_does_not_grow_with_the_samples(tmp_path):
-    small, small_results = _peak_mb(tmp_path, 4)
-    large, large_results = _peak_mb(tmp_path, 16)
-    print(f"peak RSS {large:.0f} MB at 16 samples, {small:.0f} MB at 4")
-    # the runs really compared 4 and 16 samples
-    assert '"samples": 4' in json.dumps(small_results) and '"samples": 16' in json.dumps(large_results)
-    assert large <= TOLERANCE * small, f"peak RSS {large:.0f} MB at 16 samples vs {small:.0f} MB at 4"
+    # 8, not fewer: with a handful of samples, some batches (the search judges held-out samples in
+    # batches of up to 4 here) are not yet full, and timing decides how often two samples' captures
+    # overlap; neither is growth with the data
+    small, small_results = _peak_mb(tmp_path, 8)
+    large, large_results = _peak_mb(tmp_path, 32)
+    print(f"peak RSS {large:.0f} MB at 32 samples, {small:.0f} MB at 8")
+    # the runs really compared 8 and 32 samples
+    assert '"samples": 8' in json.dumps(small_results) and '"samples": 32' in json.dumps(large_results)
+    assert large <= TOLERANCE * small, f"peak RSS {large:.0f} MB at 32 samples vs {small:.0f} MB at 8"
