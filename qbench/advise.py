@@ -9,6 +9,11 @@ output tensor metrics (cosine, rel. L2, zero outputs) stay in the table as diagn
 *how* the outputs differ, never *whether* the candidate ships. An inconclusive candidate is never
 recommended and is always named, with how many more samples would settle it.
 
+The search's shipped INT8 (``<out>/int8-best``, its calibrator and kept layers, judged on data held
+out from its calibration) is one more row, ``int8-best``: when it passes, it is the INT8 answer,
+named as such, even where the run's own INT8 candidate (entropy ranges on all samples) does not —
+one answer, which the report header, results.json and the console all print.
+
 When latencies are known, say how much faster the choice is, and prefer a higher precision only if
 it is measurably faster (TensorRT sometimes runs FP16 faster than INT8 with reformat layers). If
 nothing passes, keep FP32.
@@ -64,15 +69,63 @@ class Thresholds:
         raise QbenchError(f"thresholds must be a dict or Thresholds, not {type(value).__name__}")
 
 
+SHIPPED = "int8-best"  # the search's deployable INT8 configuration (qbench.search.deploy.FOLDER)
+
+
+@dataclass
+class Shipped:
+    """The INT8 configuration the search wrote to ``<out>/int8-best`` and its verdict on the
+    judging part (held out from its calibration). Built by ``shipped_from_search``."""
+
+    calibrator: str
+    keep_float: tuple = ()
+    verdict: str = ""
+    reason: str = ""
+    task: str = ""
+    primary: str = ""
+    value: float = math.nan
+    interval: tuple | None = None
+    more_samples: int | None = None
+    part: str = ""
+    folder: str = ""
+
+    def describe(self) -> str:
+        kept = f" and {len(self.keep_float)} layer(s) kept in float" if self.keep_float else ""
+        return f"INT8 with {self.calibrator} ranges{kept} ({SHIPPED}, judged on the {self.part})"
+
+    def to_dict(self) -> dict:
+        return {"name": SHIPPED, "calibrator": self.calibrator, "keep_float": list(self.keep_float),
+                "verdict": self.verdict, "reason": self.reason, "part": self.part, "folder": self.folder}
+
+
+def shipped_from_search(outcome) -> Shipped | None:
+    """The search's shipped configuration (``qbench.search.SearchOutcome``) as the recommendation
+    reads it; None without a search or without a configuration."""
+    best = getattr(outcome, "best", None)
+    if best is None or getattr(best, "result", None) is None:
+        return None
+    r = best.result
+    return Shipped(calibrator=str(best.calibrator), keep_float=tuple(best.keep_float or ()), verdict=str(r.verdict),
+                   reason=str(r.reason), task=str(r.task), primary=str(r.primary),
+                   value=_float((r.metrics or {}).get(r.primary)), interval=getattr(r, "interval", None),
+                   more_samples=getattr(r, "more_samples", None), part=str(best.part),
+                   folder=str(getattr(outcome, "folder", "") or ""))
+
+
 @dataclass
 class Recommendation:
+    """The one answer of a run: the report header, results.json and the console all print this
+    object (``qbench.pipeline`` computes it once and hands it to ``write_report``)."""
+
     precision: str
     reason: str
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    shipped: Shipped | None = None  # the search's int8-best, when the run searched
 
     def to_dict(self) -> dict:
         return {"precision": self.precision, "reason": self.reason, "thresholds": self.thresholds.__dict__,
+                "shipped": self.shipped.to_dict() if self.shipped is not None else None,
                 "table": self.table.astype(object).where(self.table.notna(), None).to_dict("records")}
 
 
@@ -178,13 +231,37 @@ def _tensor_verdict(diag: dict, has_outputs: bool, thresholds: Thresholds) -> tu
     return "pass", f"no task result; outputs meet cosine ≥ {thresholds.min_cosine:g}, finite, not all-zero"
 
 
-def recommend(candidates, thresholds=None) -> Recommendation:
+def shipped_row(shipped: Shipped) -> dict:
+    """The search's int8-best as a row of the recommendation table (judged by its task verdict on
+    the judging part; the search built it, so it has no output-tensor diagnosis here)."""
+    interval = shipped.interval or (math.nan, math.nan)
+    return {"precision": SHIPPED, "task": shipped.task, "task_metric": shipped.primary, "task_value": shipped.value,
+            "task_ci_low": _float(interval[0]), "task_ci_high": _float(interval[1]),
+            "more_samples": _float(shipped.more_samples), "output_cosine_min": math.nan, "output_rel_l2_max": math.nan,
+            "output_nonfinite": 0, "output_zero": 0, "problem_tensors": 0, "error_findings": 0, "warning_findings": 0,
+            "latency_ms": math.nan, "verdict": shipped.verdict if shipped.verdict in VERDICTS else "inconclusive",
+            "judged_by": f"task: {shipped.task} (search, {shipped.part})", "why": f"{shipped.describe()}: {shipped.reason}"}
+
+
+def _rank(row: dict, shipped: Shipped | None) -> float:
+    if row["precision"] == SHIPPED and shipped is not None:
+        return 0.5 if shipped.keep_float else 0.0  # INT8, or INT8 with layers in float
+    return precision_rank(row["precision"])
+
+
+def recommend(candidates, thresholds=None, shipped: Shipped | None = None) -> Recommendation:
+    """The run's one answer (module docstring). ``shipped``: the search's int8-best
+    (``shipped_from_search``); it joins the table as the row ``int8-best``, so an INT8 that passes
+    only with the calibrator (or the float layers) the search found is the INT8 answer, named as
+    such, and a report never recommends FP16 beside a search that says "ship INT8"."""
     th = Thresholds.from_any(thresholds)
     candidates = list(candidates)  # read twice: the table, then the chosen one's meta
     rows = [evaluate(c, th) for c in candidates]
+    if shipped is not None and all(r["precision"] != SHIPPED for r in rows):
+        rows.append(shipped_row(shipped))
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     if rows:
-        table["rank"] = [precision_rank(r["precision"]) for r in rows]
+        table["rank"] = [_rank(r, shipped) for r in rows]
         table = table.sort_values("rank", kind="stable").drop(columns="rank").reset_index(drop=True)
     passing = table[table["verdict"] == "pass"]
     fp32 = _fp32_latency(table)
@@ -196,10 +273,13 @@ def recommend(candidates, thresholds=None) -> Recommendation:
                   (f"; {', '.join(unsure['precision'])} inconclusive, not a pass." if len(unsure) else "."))
         if rows:
             reason += " " + " ".join(f"{r.precision}: {r.verdict}: {r.why}." for r in table.itertuples())
-        return Recommendation("fp32", reason, table, th)
+        return Recommendation("fp32", reason, table, th, shipped)
 
     choice = passing.iloc[0]
-    reason = f"{choice['precision'].upper()} is the lowest precision that passes: {choice['why']}"
+    if choice["precision"] == SHIPPED:
+        reason = f"INT8 as the search ships it ({SHIPPED}) is the lowest precision that passes: {choice['why']}"
+    else:
+        reason = f"{choice['precision'].upper()} is the lowest precision that passes: {choice['why']}"
     reason += "" if reason.endswith(".") else "."
     # A higher precision that also passes and is clearly faster is the better deployment choice.
     if not math.isnan(choice["latency_ms"]):
@@ -212,13 +292,16 @@ def recommend(candidates, thresholds=None) -> Recommendation:
     if not math.isnan(choice["latency_ms"]) and fp32 and choice["precision"].lower() != "fp32":
         reason += f" {fp32 / choice['latency_ms']:.2f}× the speed of FP32 ({choice['latency_ms']:.2f} ms vs {fp32:.2f} ms)."
     reason += _keep_float_note(candidates, str(choice["precision"]))
+    if choice["precision"] == SHIPPED:
+        kept = f" Keeps {len(shipped.keep_float)} layer(s) in float: {', '.join(shipped.keep_float)}." if shipped.keep_float else ""
+        reason += kept + (f" Deployable files: {shipped.folder}." if shipped.folder else "")
     lower = table[table["precision"].map(precision_rank) < precision_rank(choice["precision"])]
     for r in lower.itertuples():
         if r.verdict == "inconclusive":  # named, never silently passed over or taken
             reason += f" {r.precision.upper()} is inconclusive (not recommended until settled): {r.why}."
         elif r.verdict == "fail":
             reason += f" {r.precision.upper()} rejected: {r.why}."
-    return Recommendation(str(choice["precision"]), reason, table, th)
+    return Recommendation(str(choice["precision"]), reason, table, th, shipped)
 
 
 def _keep_float_note(candidates, precision: str) -> str:

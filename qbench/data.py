@@ -26,6 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
+from qbench import atomic
 from qbench.errors import QbenchError
 from qbench.model import InputSpec
 
@@ -205,6 +206,29 @@ class Dataset:
         return np.concatenate(arrays, axis=axis)
 
 
+def iter_samples(dataset, limit: int | None = None) -> Iterator[Sample]:
+    """The feeds of ``dataset`` one sample at a time, at most ``limit``: a Dataset's as its batches of
+    one (the same arrays calibration and every runner see), any other iterable of feeds as it comes.
+    A generator, so no stage holds more than the sample at hand."""
+    if hasattr(dataset, "batches"):
+        yield from dataset.batches(1, limit=limit)
+        return
+    for i, feed in enumerate(dataset):
+        if limit is not None and i >= limit:
+            return
+        yield feed
+
+
+def count_samples(dataset, limit: int | None = None) -> int | None:
+    """How many feeds ``iter_samples(dataset, limit)`` yields; ``limit`` (None: unknown) for an
+    iterable without a length."""
+    try:
+        n = len(dataset)
+    except TypeError:
+        return limit
+    return n if limit is None else min(n, limit)
+
+
 def batch_axis(spec: InputSpec | None) -> int | None:
     """The axis samples are stacked along: 0, unless the model fixes axis 0 to more than one (a
     recurrent state laid out [layers, batch, hidden], say), then the first axis the model leaves free;
@@ -352,8 +376,6 @@ def write_sequence(folder: str | Path, chunks, run, state: dict[str, str], *, in
     fresh stream instead (cheaper, but it only sees the start-of-stream state). Files are written
     atomically in natural order (chunk2 before chunk10), so the samples stay in stream order.
     """
-    from qbench import atomic
-
     folder = atomic.ensure_dir(folder)
     constants = dict(constants or {})
     carried = dict(initial or {})

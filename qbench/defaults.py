@@ -1,4 +1,5 @@
-"""Where the embedded default model and calibration data live."""
+"""Where the embedded default model and calibration data live, and the precisions ``qbench run``
+compares by default: constants the CLI reads without importing the stages."""
 
 from __future__ import annotations
 
@@ -10,3 +11,6 @@ DEFAULT_MODEL = PACKAGE_DIR / "models" / "ch_PP-OCRv4_det_infer.onnx"
 # in editable mode, so this path exists wherever the demo runs).
 DEFAULT_DATA = PACKAGE_DIR.parent / "calib_data"
 DEFAULT_REPORTS = Path("reports")
+
+# the candidates of ``qbench run`` (qbench.pipeline)
+PRECISIONS = ("int8", "fp16")

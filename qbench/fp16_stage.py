@@ -14,6 +14,14 @@ import time
 from pathlib import Path
 
 from qbench import atomic
+from qbench.advise import passes
+from qbench.compare import compare_precision
+from qbench.compare.headroom import peaks_from_frame
+from qbench.errors import QbenchError
+from qbench.fp16_fixes import fix_table, precision_flags
+from qbench.report import CandidateResult, ExtraSection
+from qbench.report.headroom_plot import headroom_along_graph
+from qbench.simulate.fp16_rewrite import make_fp16_safe, prove
 
 FP16_MODES = ("auto", "likely", "worst", "both")
 WORST = "fp16-worst"
@@ -33,12 +41,6 @@ def wants_worst(mode: str, likely) -> bool:
 def run_fp16_stage(cfg, graph, dataset, comparisons: dict, candidates: list, out: Path, echo, reference, judge=None):
     """Add the worst-mode candidate where wanted (after "fp16" in ``candidates``); return the
     headroom ExtraSection. ``comparisons``/``candidates`` are the pipeline's, updated in place."""
-    from qbench.compare import compare_precision
-    from qbench.compare.headroom import peaks_from_frame
-    from qbench.report import CandidateResult
-
-    from qbench.errors import QbenchError
-
     mode = getattr(cfg, "fp16_mode", "auto")
     if mode not in FP16_MODES:
         raise QbenchError(f"unknown FP16 mode {mode!r}; choose from {', '.join(FP16_MODES)}")
@@ -55,9 +57,7 @@ def run_fp16_stage(cfg, graph, dataset, comparisons: dict, candidates: list, out
         position = next((i + 1 for i, c in enumerate(candidates) if c.precision == "fp16"), len(candidates))
         candidates.insert(position, CandidateResult(WORST, worst.tensors, worst.findings, worst.unmatched, meta,
                                                     task=worst.task, pictures=worst.pictures))
-        from qbench.pipeline import _one_line_summary
-
-        echo(f"qbench: {WORST}: {_one_line_summary(worst)} ({time.perf_counter() - started:.1f} s; BN unfolded, "
+        echo(f"qbench: {WORST}: {worst.diagnosis_line()} ({time.perf_counter() - started:.1f} s; BN unfolded, "
              f"FP16 accumulation in {', '.join(worst.meta.get('fp16_accumulated', [])) or 'no layer'})")
     return headroom_section(cfg, graph, dataset, comparisons, out, echo)
 
@@ -76,10 +76,6 @@ def section(head, comparisons: dict, out: Path, model: str, rewrite=None, proof=
     """The ExtraSection from a headroom analysis and the FP16 comparisons at hand (also used by
     ``qbench compare --precision fp16``); writes the headroom and fix tables beside the report.
     ``skipped``: the pairs at risk the rewrite had to leave alone, each with its reason."""
-    from qbench.fp16_fixes import fix_table, precision_flags
-    from qbench.report import ExtraSection
-    from qbench.report.headroom_plot import headroom_along_graph
-
     atomic.ensure_dir(out)
     atomic.write_text(out / "fp16_headroom.csv", head.tensors.to_csv(index=False))
     atomic.write_text(out / "fp16_parameters.csv", head.parameters.to_csv(index=False))
@@ -109,9 +105,6 @@ def section(head, comparisons: dict, out: Path, model: str, rewrite=None, proof=
 
 
 def _rewrite_and_prove(cfg, graph, dataset, head, comparisons, out, echo):
-    from qbench.compare.headroom import peaks_from_frame
-    from qbench.simulate.fp16_rewrite import make_fp16_safe, prove
-
     source = comparisons.get("fp16") or comparisons.get(WORST)
     peaks = peaks_from_frame(source.tensors)
     rewrite = make_fp16_safe(graph, peaks, head.fraction)
@@ -137,8 +130,6 @@ def assumption_note(recommendation, comparisons: dict) -> str:
     worst = comparisons.get(WORST)
     if worst is None:
         return note + " The worst case (BN unfolded, FP16 accumulation) was not simulated: no FP16 headroom risk found."
-    from qbench.advise import passes
-    from qbench.report import CandidateResult
 
     bad = worst.tensors[worst.tensors["is_output"] & (worst.tensors["status"] != "ok")]
     if not passes(CandidateResult(WORST, worst.tensors, worst.findings, worst.unmatched, dict(worst.meta), task=worst.task)):

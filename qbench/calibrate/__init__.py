@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qbench import provenance
 from qbench.calibrate.batching import DEFAULT_MEMORY_BUDGET, auto_batch_size
 from qbench.calibrate.collector import HistogramCollector, calibration_tensors, collect, late_reallocations
 from qbench.calibrate.entropy import VARIANTS, entropy_amax, entropy_divergences
@@ -22,6 +23,7 @@ from qbench.calibrate.methods import (DEFAULT_PERCENTILE, DEFAULT_QUANTILE, DEFA
                                       TRT_ALGORITHM, amax_for, check_legacy, check_method, check_percentile,
                                       check_variant, legacy_amax, method_label, mse_amax, percentile_amax)
 from qbench.cpu import cpu_threads
+from qbench.data import Dataset, load_dataset
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.ranges import DEFAULT_TRT_VERSION, Ranges, TensorRange
@@ -143,8 +145,6 @@ def _late_reallocation_notes(collector: HistogramCollector) -> list[str]:
 
 
 def _provenance(graph: ModelGraph, dataset, batch_size, collector, growth, variant, trt_version, limit) -> dict:
-    from qbench.calibrate import provenance
-
     return {
         "model": graph.name, "model_digest": graph.digest,
         "data": str(dataset.root) if dataset is not None else None,
@@ -157,8 +157,6 @@ def _provenance(graph: ModelGraph, dataset, batch_size, collector, growth, varia
 
 def _batches(graph: ModelGraph, data, batch_size: int | None, limit: int | None, memory_budget: int | None):
     """(batches, sample total, the Dataset or None, the batch size used or None for given feeds)."""
-    from qbench.data import Dataset, load_dataset
-
     if isinstance(data, (str, Path)):
         data = load_dataset(data, graph.inputs)
     if isinstance(data, Dataset):

@@ -19,7 +19,7 @@ from qbench.defaults import DEFAULT_MODEL
 @click.option("--trt-version", default=None, help="The TensorRT you will build with (e.g. 100300): warn on another major.")
 def check_ranges_command(ranges_file, model, data, trt_version):
     """Check a TensorRT calibration cache (or qbench ranges JSON) against MODEL and print its provenance."""
-    from qbench.calibrate.provenance import data_digest
+    from qbench.provenance import data_digest
     from qbench.data import load_dataset
     from qbench.model import ModelGraph
     from qbench.ranges import Ranges

@@ -13,7 +13,8 @@ It works either right under ``@click.command`` (on the function) or above it (on
 The callback receives ``quiet``, ``out`` and ``limit`` when its signature names them (or takes
 ``**kwargs``). An option the command has no use for is still parsed, so every command reads the
 same, but giving it a value is refused in one line ("--limit does not apply to qbench trt-info")
-rather than silently ignored. A command that already declares one of these options itself (say a
+rather than silently ignored; such an option is hidden from the command's ``--help``, which lists
+only options that work on that command (tests/test_cli_options.py parses each of them). A command that already declares one of these options itself (say a
 ``--out`` with its own default) keeps its own declaration.
 
 ``--debug`` is not passed on: ``qbench.cli.main`` looks for it anywhere on the command line and
@@ -85,7 +86,8 @@ def _wrap(callback, skip: set[str]):
                 ctx = click.get_current_context(silent=True)
                 command = ctx.command_path if ctx is not None else "this command"
                 raise QbenchError(f"{_flag(name)} does not apply to {command}")
-        return callback(*args, **kwargs)
+        # through __wrapped__ (functools.wraps sets it to callback), which a test may replace
+        return wrapper.__wrapped__(*args, **kwargs)
 
     wrapper._qbench_common = True  # registration in qbench.cli applies the decorator only once
     return wrapper
@@ -100,7 +102,7 @@ def _add_to_function(func):
     for name, option in _COMMON:
         if name not in skip:
             # click lists __click_params__ in reverse, so inserting first puts them last in --help
-            wrapper.__click_params__.insert(0, _parameter(option))
+            wrapper.__click_params__.insert(0, _parameter(option, hidden=not _applies(func, name)))
     return wrapper
 
 
@@ -109,17 +111,27 @@ def _add_to_command(command: click.Command) -> None:
     skip = {name for name, _ in _COMMON if _flag(name) in declared}
     for name, option in _COMMON:
         if name not in skip:
-            command.params.append(_parameter(option))
+            command.params.append(_parameter(option, hidden=not _applies(command.callback, name)))
     command.callback = _wrap(command.callback, skip)
 
 
-def _parameter(option) -> click.Parameter:
-    """The click.Option a ``click.option(...)`` decorator would attach (a fresh one per command)."""
+def _applies(callback, name: str) -> bool:
+    """Whether the common option ``name`` does something on a command with this callback: --debug
+    always does (main reads it), the others when the callback takes them."""
+    names, takes_any = _accepts(callback)
+    return name == "debug" or takes_any or name in names
+
+
+def _parameter(option, hidden: bool = False) -> click.Parameter:
+    """The click.Option a ``click.option(...)`` decorator would attach (a fresh one per command);
+    ``hidden``: parsed (and refused by the wrapper) but not listed in --help."""
     def holder():
         pass
 
     option(holder)
-    return holder.__click_params__[0]
+    param = holder.__click_params__[0]
+    param.hidden = hidden
+    return param
 
 
 def versions() -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ import click
 
 from qbench.cli.common import common_options
 from qbench.cli.task_options import judge_settings, task_options
-from qbench.pipeline import PRECISIONS, RunConfig, run_pipeline
+from qbench.defaults import PRECISIONS
 
 from qbench.calibrate.methods import METHODS
 
@@ -57,11 +57,21 @@ def _options(func):
     return task_options(func)
 
 
+def run_pipeline(cfg, echo=print):
+    """qbench.pipeline.run_pipeline, imported on the first run: the stages load when a run starts,
+    not for `qbench --help` (start-up time)."""
+    from qbench.pipeline import run_pipeline as run
+
+    return run(cfg, echo=echo)
+
+
 def _run(model, data, out, precisions, method, ranges, limit, batch_size, keep_float, placement, fallback, max_float, fp16_mode,
          calib_fraction, seed, search_time, sensitivity, sensitivity_layers,
          task, labels, task_option, max_drop, min_agreement, evaluator, default_task="generic", default_options=None,
          quiet=False) -> None:
     # --out (report folder, default reports/<model>), --limit and --quiet come from common_options
+    from qbench.pipeline import RunConfig  # every stage: loaded when a run starts, not for --help
+
     task, options, labels = judge_settings(task, labels, task_option, max_drop, min_agreement, evaluator,
                                            default_task, default_options)
     cfg = RunConfig(model=Path(model), data=Path(data), out=out, precisions=tuple(precisions) or PRECISIONS,

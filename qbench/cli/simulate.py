@@ -23,12 +23,17 @@ from qbench.errors import QbenchError
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the simulation model (.onnx).")
 def simulate_command(model: Path, ranges_path: Path | None, precision: str, keep_float: tuple[str, ...], placement: str,
-                     layer_info: Path | None, output: Path) -> None:
+                     layer_info: Path | None, output: Path, quiet: bool = False) -> None:
     """Write MODEL with INT8 Q/DQ (TensorRT explicit-quantization placement) or FP16 rounding.
 
     The result runs in ONNX Runtime like the original; each tensor keeps its ONNX name and holds
-    the simulated value, the float value is kept as NAME::float.
+    the simulated value, the float value is kept as NAME::float. --quiet: only the result line
+    (no notes or warnings), as in qbench run.
     """
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+
     from qbench.model import ModelGraph
     from qbench.simulate import build_fp16_model, build_int8_model
 
@@ -46,7 +51,7 @@ def simulate_command(model: Path, ranges_path: Path | None, precision: str, keep
             info = parse_layer_info(layer_info.read_text(encoding="utf-8", errors="replace"), source=str(layer_info))
             sim = build_as_built_model(graph, ranges, info)
             for ignored in audit_precisions(graph, info, keep_float=keep_float):
-                click.echo(f"warning: {ignored.message()}", err=True)
+                say(f"warning: {ignored.message()}")
         else:
             from qbench.simulate.common import resolve_keep_float
             from qbench.simulate.placement import concat_hazards, plan_int8
@@ -54,10 +59,10 @@ def simulate_command(model: Path, ranges_path: Path | None, precision: str, keep
             sim = build_int8_model(graph, ranges, keep_float=keep_float, placement=placement)
             plan = plan_int8(graph, *resolve_keep_float(graph, keep_float), placement=placement)
             for hazard in concat_hazards(plan, ranges):
-                click.echo(f"warning: {hazard.message()}", err=True)
+                say(f"warning: {hazard.message()}")
     else:
         if ranges_path is not None:
-            click.echo("note: --ranges is not used for fp16", err=True)
+            say("note: --ranges is not used for fp16")
         sim = build_fp16_model(graph, keep_float=keep_float)
     sim.save(output)
     what = "quantized" if precision == "int8" else "rounded"

@@ -13,9 +13,11 @@ import click
 
 from qbench.errors import QbenchError
 
-TASK_HELP = ("What the model's outputs mean, which decides every verdict: generic (default: per output and "
-             "per channel, range-normalised), classify, detect, segment, ctc, embedding, or auto (guess from "
-             "shapes and metadata, and say so). See docs/JUDGE.md.")
+TASK_HELP = ("What the model's outputs mean, which decides every verdict: generic (default: each output read "
+             "as its user reads it: probabilities at their decisions, logits as probabilities, scalars by "
+             "tolerance, the rest per channel, range-normalised), classify, detect, segment, ctc, embedding, "
+             "stream (recurrent models over whole streams), or auto (guess from shapes and metadata, and say "
+             "so). See docs/JUDGE.md.")
 
 
 def task_options(func):

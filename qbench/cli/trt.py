@@ -90,7 +90,7 @@ def build_command(model, from_dir, precision, data, cache, output, batch_size, l
 def info_command():
     """What TensorRT, CUDA binding and GPU are available, and which build path would run."""
     from qbench.tensorrt._import import describe_path, import_trt
-    from qbench.tensorrt.builder import create_builder, make_logger
+    from qbench.tensorrt.builder import create_builder
     from qbench.tensorrt.device_buffers import default_backend
 
     trt = import_trt()
@@ -101,7 +101,7 @@ def info_command():
         click.echo(f"CUDA binding: {backend.name}; GPU: {backend.device_name()}")
     except QbenchError as exc:
         click.echo(f"CUDA binding/GPU: none ({exc})")
-    create_builder(trt, make_logger(trt))  # raises one clear line when the libraries cannot build
+    create_builder(trt)  # raises one clear line when the libraries cannot build
     click.echo("TensorRT builder: available")
 
 
@@ -113,7 +113,7 @@ def info_command():
 @click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
 @click.option("--iterations", type=click.IntRange(min=1), default=200, show_default=True)
 def bench_command(engine, model, data, batch_size, warmup, iterations):
-    """Latency (median, percentiles) and throughput of ENGINE, timed with CUDA events."""
+    """Latency (median, percentiles) and throughput of ENGINE, timed per inference by Polygraphy."""
     from qbench.data import load_dataset
     from qbench.model import ModelGraph
     from qbench.tensorrt.runner import TrtRunner
@@ -132,7 +132,7 @@ def bench_command(engine, model, data, batch_size, warmup, iterations):
 @click.argument("source", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 def inspect_command(source):
     """Per-layer precision and fusions of an engine file, or of trtexec --exportLayerInfo JSON."""
-    from qbench.tensorrt.inspector import layers_frame, parse_layer_info
+    from qbench.artifacts.layer_info import layers_frame, parse_layer_info
 
     text = source.read_bytes()
     if text.lstrip()[:1] == b"{":

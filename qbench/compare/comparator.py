@@ -21,12 +21,14 @@ import pandas as pd
 
 from qbench.compare import diagnose
 from qbench.compare.diagnose import Thresholds
+from qbench.compare.kernels import FP16_FLUSH_AT, FP16_OVERFLOW_AT, fp16_counts, int8_counts
 from qbench.compare.matching import match_tensors, mismatch_reason
 from qbench.compare.metrics import SumsAccumulator, derive, pair_sums
 from qbench.compare.replay import ModelIndex, replay_tensor
 from qbench.compare.result import BASE_COLUMNS, DIAGNOSIS_COLUMNS, FP16_COLUMNS, INT8_COLUMNS, Comparison
 from qbench.compare.tap import OutputsTap
 from qbench.cpu import cpu_threads
+from qbench.data import count_samples, iter_samples
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.ranges import INT8_MAX
@@ -45,12 +47,8 @@ class _PrecisionStats:
         self.totals: dict[str, dict] = {}
         self.fn = None
         if precision == "int8":
-            from qbench.compare.kernels import int8_counts  # numba: loaded only when INT8 needs it
-
             self.fn = int8_counts
         elif precision == "fp16":
-            from qbench.compare.kernels import fp16_counts
-
             self.fn = fp16_counts
 
     @property
@@ -78,7 +76,6 @@ class _PrecisionStats:
         else:
             # the definitions of qbench.simulate.fp16_stats in one fused pass, without its float16
             # copy and boolean temporaries (~15x faster; a test holds the two equal)
-            from qbench.compare.kernels import FP16_FLUSH_AT, FP16_OVERFLOW_AT
 
             overflow, nan, flushed = self.fn(flat, FP16_OVERFLOW_AT, FP16_FLUSH_AT)
             t["fp16_overflow"] = t.get("fp16_overflow", 0) + overflow
@@ -133,24 +130,6 @@ class _PerSample:
             part["status"] = status
             parts.append(part)
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-
-def _samples(dataset, limit: int | None) -> Iterable[dict]:
-    if hasattr(dataset, "batches"):
-        yield from dataset.batches(1, limit=limit)
-        return
-    for i, feed in enumerate(dataset):
-        if limit is not None and i >= limit:
-            return
-        yield feed
-
-
-def _count(dataset, limit: int | None) -> int | None:
-    try:
-        n = len(dataset)
-    except TypeError:
-        return limit
-    return n if limit is None else min(n, limit)
 
 
 def _progress(total, enabled: bool, desc: str):
@@ -216,11 +195,11 @@ def _own_pass(fold: "CandidateFold", reference, candidate, dataset, limit: int |
     background thread while both runners run sample i+1 (ONNX Runtime's single-threaded stretches,
     e.g. copying out the captured tensors, leave a core free); at most two samples' activations are
     alive, and folds stay in sample order."""
-    bar = _progress(_count(dataset, limit), progress, f"compare {reference.name} vs {candidate.name}")
+    bar = _progress(count_samples(dataset, limit), progress, f"compare {reference.name} vs {candidate.name}")
     pipe = ThreadPoolExecutor(1)
     pending = None
     try:
-        for sample_index, feed in enumerate(_samples(dataset, limit)):
+        for sample_index, feed in enumerate(iter_samples(dataset, limit)):
             t0 = time.perf_counter()
             ref = reference.run(feed)
             cand = candidate.run(feed)

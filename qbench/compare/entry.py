@@ -8,11 +8,21 @@ from pathlib import Path
 
 import numpy as np
 
-from qbench.compare.comparator import compare_runs
+from qbench.compare import diagnose
+from qbench.compare.comparator import _channel_order, _pictures, _progress, compare_runs, sample_name
+from qbench.compare.headroom import analyze_headroom, largest_accumulating, tensor_peaks
 from qbench.compare.result import Comparison
-from qbench.data import sorted_files
+from qbench.compare.tap import OutputsTap
+from qbench.data import iter_samples, sorted_files
 from qbench.errors import QbenchError
+from qbench.judge import load_labels, make_judge
 from qbench.model import ModelGraph
+from qbench.runners import OrtRunner
+from qbench.runners.imported import ImportedRunner
+from qbench.simulate import build_fp16_model, build_int8_model
+from qbench.simulate.fp16 import ACCUMULATING_OPS
+from qbench.simulate.placement import concat_hazards
+from qbench.tensorrt.runner import TrtRunner
 
 PRECISIONS = ("int8", "fp16")
 LABELS_FILE = "labels.json"  # ground truth for the judge, looked for in the data folder
@@ -23,9 +33,6 @@ def dataset_judge(graph: ModelGraph, dataset, task: str = "generic", options: di
     """The task judge for comparisons over ``dataset``: ``task`` with its ``options``, and the labels
     (``labels``, else labels.json in ``data_dir`` when there is one) matched to the samples compared.
     ``echo``: where to say what --task auto guessed and which labels were read."""
-    from qbench.compare.comparator import sample_name
-    from qbench.judge import load_labels, make_judge
-
     say = echo or (lambda _msg: None)
     if labels is None and data_dir is not None and (Path(data_dir) / LABELS_FILE).is_file():
         labels = Path(data_dir) / LABELS_FILE
@@ -46,9 +53,6 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
     ``fp16_mode``: ``likely`` or ``worst`` (qbench.simulate.fp16); ``peaks``: FP32 tensor peaks
     already measured (tensor -> max |x|), which pick the worst mode's FP16-accumulated layers.
     An FP16 comparison carries its headroom analysis (``cmp.headroom``, qbench.compare.headroom)."""
-    from qbench.runners import OrtRunner
-    from qbench.simulate import build_fp16_model, build_int8_model
-
     if precision not in PRECISIONS:
         raise QbenchError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "int8":
@@ -58,9 +62,6 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
     else:
         accumulate = ()
         if fp16_mode == "worst":
-            from qbench.compare.headroom import largest_accumulating, tensor_peaks
-            from qbench.simulate.fp16 import ACCUMULATING_OPS
-
             if peaks is None:  # one FP32 pass over the accumulating layers' outputs only
                 peaks = tensor_peaks(graph, dataset, limit=kwargs.get("limit"),
                                      names=[t.name for t in graph.tensors if t.op_type in ACCUMULATING_OPS])
@@ -87,11 +88,6 @@ def judge_precision(graph: ModelGraph, dataset, precision: str, ranges, judge, *
     """The task judge alone on FP32 ``graph`` vs its simulated ``precision`` (outputs only, no tensor
     comparison): (TaskResult, pictures of the worst samples). For a candidate whose tensors were
     compared without a judge (the fallback search's final model)."""
-    from qbench.compare.comparator import _channel_order, _pictures, _progress, _samples, sample_name
-    from qbench.compare.tap import OutputsTap
-    from qbench.runners import OrtRunner
-    from qbench.simulate import build_fp16_model, build_int8_model
-
     sim = build_int8_model(graph, ranges, keep_float=keep_float) if precision == "int8" else build_fp16_model(graph, keep_float=keep_float)
     reference = OrtRunner(graph, name="fp32", capture=None)
     candidate = OrtRunner(sim.model, name=f"{precision} (simulated)", capture=None, optimize=False)
@@ -99,7 +95,7 @@ def judge_precision(graph: ModelGraph, dataset, precision: str, ranges, judge, *
     n = len(dataset) if limit is None else min(len(dataset), limit)
     bar = _progress(n, progress, f"judge {precision}")
     try:
-        for i, feed in enumerate(_samples(dataset, limit)):
+        for i, feed in enumerate(iter_samples(dataset, limit)):
             tap.add(i, sample_name(dataset, i), tap.take(reference.run(feed)), tap.take(candidate.run(feed)), feed)
             bar.update(1)
     finally:
@@ -128,15 +124,11 @@ class _AppliedRanges:
 def _blame_shared_scales(cmp: Comparison, sim, ranges) -> None:
     """A Concat input zeroed by the Concat's shared scale: name the Concat as the culprit, ahead of
     the ranked culprits, and drop that input's own culprit entry (its node is not at fault)."""
-    from qbench.compare import diagnose
-
     found = diagnose.shared_scale_findings(cmp.tensors, dict(sim.shared_scale or {}))
     if not found:
         return
     # most mismatched scale first, as the simulate/run header ranks them (calibrated ranges, every sample)
     from types import SimpleNamespace
-
-    from qbench.simulate.placement import concat_hazards
 
     plan = SimpleNamespace(concat_of=dict(sim.shared_scale), scale_from=dict(sim.scale_from))
     rank = {h.tensor: i for i, h in enumerate(concat_hazards(plan, ranges, threshold=float("inf")))}
@@ -149,8 +141,6 @@ def _blame_shared_scales(cmp: Comparison, sim, ranges) -> None:
 
 def _add_headroom(cmp: Comparison, graph: ModelGraph, sim) -> None:
     """The FP16 mode's assumptions and the headroom analysis, read off the measured FP32 extremes."""
-    from qbench.compare.headroom import analyze_headroom
-
     cmp.headroom = analyze_headroom(graph, cmp.tensors)
     cmp.findings.extend(cmp.headroom.findings())
     cmp.meta.update({"fp16_mode": sim.mode, "fp16_assumptions": list(sim.assumptions),
@@ -160,8 +150,6 @@ def _add_headroom(cmp: Comparison, graph: ModelGraph, sim) -> None:
 def compare_models(graph: ModelGraph, candidate: ModelGraph, dataset, **kwargs) -> Comparison:
     """FP32 ``graph`` vs another ONNX model (e.g. an edited or externally quantized copy), tensor by
     tensor under the names the two share."""
-    from qbench.runners import OrtRunner
-
     names = [t.name for t in graph.float_tensors]
     present = {t.name for t in candidate.tensors} | {i.name for i in candidate.inputs}
     reference = OrtRunner(graph, name=graph.name)
@@ -219,8 +207,6 @@ def _json_kind(path: Path) -> str:
 def load_trt_results(paths, runner: str | None = None):
     """An ImportedRunner from trtexec ``--exportOutput`` files (one per sample, or a folder of them)
     or one Polygraphy ``--save-outputs`` file; returns (runner, kind)."""
-    from qbench.runners.imported import ImportedRunner
-
     paths = [Path(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
     if len(paths) == 1 and paths[0].is_dir():
         folder = paths[0]
@@ -276,8 +262,6 @@ def compare_imported(graph: ModelGraph, runner, dataset, *, kind: str = "trtexec
                      **kwargs) -> Comparison:
     """FP32 ``graph`` vs TensorRT results computed elsewhere (an ImportedRunner), sample i of
     ``dataset`` against imported sample i. The dataset must be the inputs that produced them."""
-    from qbench.runners import OrtRunner
-
     source = runner.source or runner.name
     n_data = len(dataset)
     if len(runner) != n_data:
@@ -305,9 +289,6 @@ def compare_engine(graph: ModelGraph, engine, dataset, *, capture: str = "none",
     """FP32 ``graph`` vs a serialized TensorRT engine run here (needs TensorRT and a GPU).
     ``capture``: how the engine was built to expose tensors (docs/TENSORRT.md); "outputs" means
     every tensor was marked as an output, which the runner reads like any output."""
-    from qbench.runners import OrtRunner
-    from qbench.tensorrt.runner import TrtRunner
-
     if capture not in CAPTURE_MODES:
         raise QbenchError(f"capture mode must be one of {', '.join(CAPTURE_MODES)}, not {capture!r}")
     path = Path(engine)

@@ -28,7 +28,11 @@ import numpy as np
 import pandas as pd
 from onnx import TensorProto, numpy_helper
 
+from qbench.data import iter_samples
+from qbench.errors import QbenchError
 from qbench.model import ModelGraph
+from qbench.runners import OrtRunner
+from qbench.simulate.fp16 import ACCUMULATING_OPS, fold_plan, node_name_lookup
 
 FP16_MAX = 65504.0
 FP16_OVERFLOW_AT = 65520.0  # float32 values at or above this round to inf
@@ -100,8 +104,6 @@ def peaks_from_frame(frame: pd.DataFrame) -> dict[str, float]:
 
 def analyze_headroom(graph: ModelGraph, peaks, fraction: float = DEFAULT_FRACTION) -> Headroom:
     """Headroom of ``graph`` given FP32 ``peaks`` (tensor -> peak, or a Comparison tensor frame)."""
-    from qbench.errors import QbenchError
-
     if not (0 < fraction <= 1):
         raise QbenchError(f"the FP16 risk fraction must lie in (0, 1], not {fraction}")
     if isinstance(peaks, pd.DataFrame):
@@ -129,8 +131,6 @@ def parameter_risks(graph: ModelGraph) -> pd.DataFrame:
     """Parameters that cannot be stored in float16 unfolded: overflowing values, tensors whose
     nonzero values all flush to 0 (e.g. a decomposed LayerNorm's epsilon constant), and
     normalization epsilons that flush."""
-    from qbench.simulate.fp16 import fold_plan, node_name_lookup
-
     folds = dict(fold_plan(graph))
     name_of = node_name_lookup(graph)
     rows = []
@@ -175,13 +175,9 @@ def parameter_risks(graph: ModelGraph) -> pd.DataFrame:
 
 def tensor_peaks(graph: ModelGraph, dataset, limit: int | None = None, names=None) -> dict[str, float]:
     """FP32 peaks measured directly (one ONNX Runtime pass), when no comparison is at hand."""
-    from qbench.runners import OrtRunner
-
     runner = OrtRunner(graph, name="fp32", capture=names if names is not None else "all")
-    from qbench.compare.comparator import _samples
-
     peaks: dict[str, float] = {}
-    for feed in _samples(dataset, limit):
+    for feed in iter_samples(dataset, limit):
         for name, value in runner.run(feed).items():
             arr = np.asarray(value)
             if arr.dtype.kind != "f" or arr.size == 0:
@@ -196,8 +192,6 @@ def largest_accumulating(graph: ModelGraph, peaks: dict[str, float], fraction: f
                          at_least: int = 3) -> list[str]:
     """Conv/MatMul/Gemm nodes the worst FP16 mode accumulates in float16: every one whose output
     peak reaches ``fraction`` of 65504, and at least the ``at_least`` largest."""
-    from qbench.simulate.fp16 import ACCUMULATING_OPS
-
     ranked = sorted(((peaks.get(t.name, 0.0), t.node) for t in graph.tensors
                      if t.op_type in ACCUMULATING_OPS and np.isfinite(peaks.get(t.name, 0.0))), reverse=True)
     chosen = [node for peak, node in ranked if peak >= fraction * FP16_MAX]

@@ -39,7 +39,8 @@ def _detect(outputs: dict, judge, feed: dict) -> dict:
     out = judge.options.get("output")
     if out not in outputs:
         return empty()
-    found = judge.start().detections(outputs[out], feed)
+    # a raw anchor head reads two outputs (regressors and scores): it gets them all
+    found = judge.start().detections(outputs if judge.options.get("_anchor_head") else outputs[out], feed)
     if found is None:  # a raw head judged by score agreement: anchors, not boxes
         return {**empty(), "text": "raw head: judged by scores, no boxes"}
     boxes = np.asarray(found[0][0], dtype=np.float64).reshape(-1, 4) if found else np.zeros((0, 4))

@@ -26,6 +26,7 @@ from onnx import helper
 from qbench.compare.metrics import derive, pair_sums
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
+from qbench.runners.ort import OrtRunner
 
 # A walk-back that needs more nodes than this is not "one node" any more; refusing keeps a
 # misnamed candidate from turning replay into a second full run.
@@ -115,8 +116,6 @@ def one_node_model(graph: ModelGraph, node: onnx.NodeProto, tensor: str) -> tupl
 
 
 def run_isolated(model: onnx.ModelProto, feed: dict[str, np.ndarray], output: str) -> np.ndarray:
-    from qbench.runners.ort import OrtRunner
-
     runner = OrtRunner(model, name=f"replay {output}", capture=None, optimize=False, threads=1)
     return runner.run(feed)[output]
 

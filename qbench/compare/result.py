@@ -56,6 +56,28 @@ class Comparison:
             raise KeyError(tensor)
         return hit.iloc[0]
 
+    def task_line(self) -> str:
+        """The judge's verdict in one console line ("no task result" when the run had no judge)."""
+        if self.task is None:
+            return "no task result"
+        return f"task {self.task.task}: {self.task.verdict.upper()} — {self.task.reason}"
+
+    def diagnosis_line(self) -> str:
+        """The tensor diagnosis in one console line: the worst output, the flagged count, the first problem."""
+        frame = self.tensors
+        bad = frame[frame["status"] != "ok"]
+        outputs = frame[frame["is_output"]]
+        broken = outputs[outputs["status"] == "nonfinite"]
+        # cosine sees only values finite on both sides: name new NaN/Inf in an output before it
+        if len(broken):
+            head = f"NaN/Inf in output {broken.iloc[0]['tensor']!r}"
+        elif len(outputs) and outputs["cosine"].notna().any():
+            head = f"output cosine {float(outputs['cosine'].min()):.4f}"
+        else:  # integer outputs (an ArgMax class map) have no cosine: the task judge reads them
+            head = "no float output to take a cosine of"
+        first = bad.iloc[0]["tensor"] if len(bad) else None
+        return f"{head}, {len(bad)} flagged tensors" + (f", first problem at {first!r}" if first else "")
+
     def to_dict(self) -> dict:
         return {
             "format": FORMAT,

@@ -29,7 +29,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
-from qbench.compare.comparator import _count, _progress, _samples
+from qbench.compare.comparator import _progress
+from qbench.data import count_samples, iter_samples
 from qbench.errors import QbenchError
 
 
@@ -121,7 +122,7 @@ class SharedPass:
         """For every sample: the reference once, then each candidate, each folded on the background
         thread while the next one runs (folds stay in order; at most one is pending)."""
         names = ", ".join(c.name for _, c in members)
-        bar = _progress(_count(self.dataset, self.limit), self.progress, f"compare {self.reference.name} vs {names}")
+        bar = _progress(count_samples(self.dataset, self.limit), self.progress, f"compare {self.reference.name} vs {names}")
         pipe = ThreadPoolExecutor(1)
         pending = None
         started = time.perf_counter()
@@ -136,7 +137,7 @@ class SharedPass:
                 fold.t_wait += time.perf_counter() - t1
 
         try:
-            for sample_index, feed in enumerate(_samples(self.dataset, self.limit)):
+            for sample_index, feed in enumerate(iter_samples(self.dataset, self.limit)):
                 t0 = time.perf_counter()
                 ref = self.reference.run(feed)
                 t_ref = time.perf_counter() - t0

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qbench.compare.marks import marks
+
 # Bytes of pictures kept during the pass; samples beyond it are re-run if they turn out worst.
 KEEP_BYTES = 48 * 2**20
 # Longest side of a kept input thumbnail and of a kept spatial output map, in pixels.
@@ -146,8 +148,6 @@ class OutputsTap:
 
     def keep_only(self, indices) -> list[SamplePicture]:
         """The pictures of ``indices``, marked with what the judge saw; every other one is dropped."""
-        from qbench.compare.marks import marks
-
         kept = [self.pictures[i] for i in indices if i in self.pictures]
         self.pictures = {}
         for pic in kept:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from xml.etree import ElementTree as ET
 
 from qbench import atomic
+from qbench.advise import precision_rank
 from qbench.errors import QbenchError
 from qbench.fleet.runs import RunView
 
@@ -78,8 +79,6 @@ def parse_bounds(items) -> dict[str, float]:
 def check_run(run: RunView, baseline: RunView | None = None, mins=None, maxs=None, require_pass=(),
               max_drop: float = DEFAULT_MAX_DROP, precisions=None) -> CheckResult:
     """Every check that applies, in order; a missing metric or precision is an error, not a pass."""
-    from qbench.advise import precision_rank
-
     if max_drop < 0 or math.isnan(max_drop):
         raise QbenchError(f"--max-drop must be a number ≥ 0, not {max_drop}")
     mins, maxs = dict(mins or {}), dict(maxs or {})

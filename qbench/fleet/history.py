@@ -10,6 +10,7 @@ import pandas as pd
 
 from qbench.errors import QbenchError
 from qbench.jsonsafe import frame_records
+from qbench.store import ResultStore
 
 COLUMNS = ["id", "created_at", "model", "precision", "verdict", "task", "deciding_metric", "value",
            "output_cosine_min", "recommendation", "samples", "group_id", "report_path"]
@@ -19,8 +20,6 @@ FORMATS = ("table", "csv", "json")
 def history(store_path: str | Path, model: str | None = None, limit: int | None = None) -> pd.DataFrame:
     """One row per recorded candidate; the deciding metric is the task's primary one when the judge
     ran, the worst-sample output cosine otherwise. ``limit`` keeps the newest N invocations."""
-    from qbench.store import ResultStore
-
     path = Path(store_path)
     if not path.is_file():
         raise QbenchError(f"no results store at {path} (give --store PATH)")

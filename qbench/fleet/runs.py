@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from qbench.errors import QbenchError
+from qbench.store import ResultStore
 
 DEFAULT_STORE = Path("reports") / "qbench.sqlite"
 OUTPUT_METRICS = ("output_cosine_min", "output_rel_l2_max", "output_nonfinite", "output_zero", "problem_tensors")
@@ -114,8 +115,6 @@ def load_results_json(path: Path) -> RunView:
 
 
 def load_stored_run(run_id: int, store_path: str | Path | None = None) -> RunView:
-    from qbench.store import ResultStore
-
     path = Path(store_path or DEFAULT_STORE)
     if not path.is_file():
         raise QbenchError(f"no results store at {path} (give --store PATH)")
@@ -145,8 +144,6 @@ def _view_of_group(store, group_id: str, label: str) -> RunView:
 
 def previous_run(run: RunView, store_path: str | Path | None = None) -> RunView:
     """The invocation of the same model recorded in the store just before ``run`` (``--baseline previous``)."""
-    from qbench.store import ResultStore
-
     path = Path(store_path or DEFAULT_STORE)
     if not path.is_file():
         raise QbenchError(f"--baseline previous needs the results store; none at {path} (give --store PATH)")

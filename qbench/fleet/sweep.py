@@ -44,7 +44,10 @@ import jinja2
 
 from qbench import atomic
 from qbench.cpu import ENV as THREADS_ENV
-from qbench.errors import QbenchError
+from qbench.errors import MissingDependencyError, QbenchError
+from qbench.fleet.runs import load_results_json
+from qbench.jsonsafe import jsonable
+from qbench.pipeline import PRECISIONS, RunConfig, run_pipeline
 
 CELL_FILE = "cell.json"
 SPEC_KEYS = {"out", "data", "limit", "fallback", "models", "precisions", "calibrators", "tasks", "max_float",
@@ -132,8 +135,6 @@ def read_spec(path: Path) -> dict:
 
 def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None = None) -> SweepPlan:
     """Read and validate the spec; every path made absolute. ``out``/``limit`` override the spec's."""
-    from qbench.pipeline import PRECISIONS, RunConfig
-
     spec_path = Path(path)
     doc = read_spec(spec_path)
     unknown = set(doc) - SPEC_KEYS
@@ -205,8 +206,6 @@ def load_spec(path: str | Path, out: str | Path | None = None, limit: int | None
 
 def run_cell(cell: Cell) -> dict:
     """Run one cell (in whatever process or Ray worker calls it); never raises: a failure is a row."""
-    from qbench.pipeline import RunConfig, run_pipeline
-
     started = time.perf_counter()
     row = _row(cell)
     try:
@@ -233,8 +232,6 @@ def _row(cell: Cell) -> dict:
 
 
 def _outcome_row(cell: Cell, outcome) -> dict:
-    from qbench.fleet.runs import load_results_json
-
     view = load_results_json(Path(outcome.results_json))
     cand = view.candidates.get(cell.precision)
     value = cand.metrics().get(cand.deciding) if cand else None
@@ -357,8 +354,6 @@ def _run_on_ray(todo: list[Cell], address: str, jobs: int | None, finish) -> Non
     try:
         import ray
     except ImportError:
-        from qbench.errors import MissingDependencyError
-
         raise MissingDependencyError("--ray needs Ray: pip install 'qbench[fleet]'") from None
     started_here = not ray.is_initialized()
     if started_here:
@@ -430,8 +425,6 @@ td,th{border:1px solid #ccc;padding:.25rem .5rem;font-size:.9rem;text-align:left
 def write_index(plan: SweepPlan, rows: list[dict], elapsed_s: float | None = None) -> Path:
     """index.json and index.csv, then index.html (links relative to the sweep folder)."""
     import pandas as pd
-
-    from qbench.jsonsafe import jsonable
 
     shown = []
     for r in rows:

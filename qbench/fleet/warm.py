@@ -15,13 +15,12 @@ import qbench.compare  # noqa: F401
 import qbench.pipeline  # noqa: F401
 import qbench.report  # noqa: F401
 import qbench.simulate  # noqa: F401
+from qbench.calibrate.histogram import TensorHistogram
+from qbench.compare import kernels
+from qbench.compare.metrics import pair_sums
 
 
 def _warm_kernels() -> None:
-    from qbench.calibrate.histogram import TensorHistogram
-    from qbench.compare import kernels
-    from qbench.compare.metrics import pair_sums
-
     tiny = np.linspace(-1, 1, 64, dtype=np.float32)
     for step in (lambda: pair_sums(tiny, tiny * 0.5),
                  lambda: kernels.int8_counts(tiny, np.float32(1), np.float32(1 / 127)),

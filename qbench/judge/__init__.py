@@ -24,7 +24,7 @@ from qbench.judge.verdict import Evidence
 
 log = logging.getLogger("qbench")
 
-TASKS = ("auto", "generic", "classify", "detect", "segment", "ctc", "embedding")
+TASKS = ("auto", "generic", "classify", "detect", "segment", "ctc", "embedding", "stream")
 
 # task -> (module, accumulator class); modules load lazily, so `import qbench.judge` stays cheap
 _ADAPTERS = {
@@ -34,10 +34,14 @@ _ADAPTERS = {
     "segment": ("qbench.judge.segment", "SegmentAccumulator"),
     "ctc": ("qbench.judge.ctc", "CtcAccumulator"),
     "embedding": ("qbench.judge.embedding", "EmbeddingAccumulator"),
+    # recurrent models over whole streams: qbench.judge.stream.judge_stream runs them; meanwhile the
+    # per-chunk comparison (stored state) is judged generically
+    "stream": ("qbench.judge.stream", "StreamChunkAccumulator"),
 }
 
 # which label kind each task reads (None: the task takes no labels)
-_LABEL_KIND = {"generic": None, "classify": "class", "detect": "boxes", "segment": None, "ctc": "text", "embedding": None}
+_LABEL_KIND = {"generic": None, "classify": "class", "detect": "boxes", "segment": None, "ctc": "text", "embedding": None,
+               "stream": None}
 
 
 def task_defaults(task: str) -> dict:

@@ -4,7 +4,10 @@ nothing convincing falls back to generic and says that too; the user settles it 
 
 Rules, first match wins (the first output decides unless an earlier rule names another):
 1. an integer or bool output of rank >= 3 (or made by ArgMax) -> segment (a class map, e.g. a model ending in ArgMax);
-2. a rank-3 float output and a charset in the metadata, or a rank-3 output produced by a Softmax /
+2. a raw anchor head — regressors [B, N, K] and scores [B, N, C] over the same N anchors
+   (qbench.judge.heads; SSD, RetinaFace, BlazeFace) -> detect, checked before the YOLO rule, which
+   would read BlazeFace's [1, 896, 16] regressors as [B, N, 5+C] class scores;
+2b. a rank-3 float output and a charset in the metadata, or a rank-3 output produced by a Softmax /
    LogSoftmax whose last axis is the long one -> ctc ([B, T, classes]);
 3. a rank-3 float output with one axis of 5..300 channels and another of >= 100 candidates ->
    detect ([B, 4+C, N] or [B, N, 5+C]);
@@ -12,11 +15,12 @@ Rules, first match wins (the first output decides unless an earlier rule names a
    segment (a probability map with one channel, class scores with more);
 5. a rank-2 output: produced by Softmax, or with at most 1000 classes and no normalisation ->
    classify; produced by a normalisation (LpNormalization, a division by a norm) -> embedding;
-6. otherwise generic.
+6. otherwise generic, and the note says "generic, because ..." (what was looked at, what did not match).
 """
 
 from __future__ import annotations
 
+from qbench.judge.heads import find_anchor_head
 from qbench.judge.outputs import is_float_type, metadata, output_specs
 
 _NORMALISING = {"LpNormalization"}
@@ -46,7 +50,7 @@ def _dims(shape) -> str:
 def guess_task(graph, labels=None) -> tuple[str, str]:
     """(task, one-sentence note saying what was guessed and why)."""
     if graph is None:
-        return "generic", "auto: no model graph to look at; judged generically"
+        return "generic", "auto: generic, because there is no model graph to look at"
     specs = output_specs(graph)
     if labels is not None:
         by_label = {"class": "classify", "boxes": "detect", "text": "ctc"}[labels.kind]
@@ -56,6 +60,10 @@ def guess_task(graph, labels=None) -> tuple[str, str]:
     for name, shape, elem in specs:
         if elem != 0 and not is_float_type(elem) and ((shape is not None and len(shape) >= 3) or _producer(graph, name) == "ArgMax"):
             return "segment", f"auto: guessed segment because output {name!r} is an integer map {_dims(shape)} (a class map, e.g. from ArgMax)"
+    head = find_anchor_head(graph)
+    if head is not None:
+        # before the YOLO rule: BlazeFace's regressors [1, 896, 16] look like a [B, N, 5+C] head
+        return "detect", f"auto: guessed detect because {head.why}"
     name, shape, elem = specs[0]
     op = _producer(graph, name)
     known = lambda d: isinstance(d, int) and d > 0
@@ -84,4 +92,6 @@ def guess_task(graph, labels=None) -> tuple[str, str]:
             return "classify", f"auto: guessed classify because output {name!r} {_dims(shape)} ends in {op}"
         if known(shape[1]) and shape[1] <= 1000:
             return "classify", f"auto: guessed classify because output {name!r} {_dims(shape)} holds {shape[1]} scores per sample"
-    return "generic", f"auto: no task recognised from output {name!r} {_dims(shape)} (produced by {op or 'an input'}); judged generically — give --task"
+    return "generic", (f"auto: generic, because output {name!r} {_dims(shape)} (produced by {op or 'an input'}) matches no "
+                       "family qbench knows (YOLO/DETR-style or anchor heads, class or probability maps, CTC, logits, "
+                       "embeddings) — each output is read on its own; give --task to say what it is")

@@ -189,6 +189,9 @@ class CtcAccumulator(Accumulator):
         cer_cand = float(frame["cand_edits"].sum()) / label_chars if label_chars else float("nan")
         metrics.update(fp32_cer=cer_ref, cer=cer_cand, cer_increase=cer_cand - cer_ref,
                        fp32_line_accuracy=float(frame["fp32_correct"].mean()), line_accuracy=float(frame["cand_correct"].mean()))
-        ev = Evidence("ratio", num=tuple(frame["cand_edits"] - frame["fp32_edits"]), den=tuple(frame["label_chars"]), n=n)
+        change = frame["cand_edits"] - frame["fp32_edits"]
+        # the units are the labels' characters: edits the candidate adds and removes, paired
+        ev = Evidence("ratio", num=tuple(change), den=tuple(frame["label_chars"]), n=n, unit="samples",
+                      unit_changes=(float(change.clip(lower=0).sum()), float((-change).clip(lower=0).sum()), label_chars))
         return Summary(metrics, "cer_increase", "CER increase vs FP32 (labels)", metrics["cer_increase"],
                        float(self.options["max_drop"]), "max_drop", False, ev, notes, **common)

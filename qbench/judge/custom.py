@@ -15,8 +15,9 @@ the sample's label (None without labels). It returns that sample's metrics. The 
 its direction and its tolerance come from the options ``primary``, ``higher_is_better``,
 ``tolerance``, else from the function's attributes of the same names, else the first metric,
 higher is better — a tolerance is required. A primary metric that is always 0/1 (or bool) is an
-agreement share (Wilson interval); any other is averaged over samples (percentile bootstrap, which
-has no spread when every sample scores the same).
+agreement share (Wilson interval); any other is averaged over samples (percentile bootstrap,
+hulled with the Wilson interval of (sum, count) when every value lies in [0, 1]; a metric outside
+[0, 1] with the same value on every sample has no interval and cannot pass).
 """
 
 from __future__ import annotations
@@ -127,7 +128,10 @@ class CustomAccumulator(Accumulator):
         if len(finite) and finite.isin([0.0, 1.0]).all():
             ev = Evidence("wilson", k=float(finite.sum()), n=len(finite))
         else:
-            ev = Evidence("ratio", num=tuple(finite), den=(1.0,) * len(finite), n=len(finite))
+            # a mean of values in [0, 1] gets a Wilson bound beside the bootstrap; any other mean
+            # with no spread over the samples has no interval (it can fail, never pass)
+            ev = Evidence("ratio", num=tuple(finite), den=(1.0,) * len(finite), n=len(finite),
+                          bounded=bool(len(finite) and finite.between(0.0, 1.0).all()))
         hib = bool(self.options["higher_is_better"])
         return Summary(metrics, primary, primary, value, float(self.options["tolerance"]),
                        "tolerance", hib, ev, rank_column=primary, rank_higher_is_better=hib)

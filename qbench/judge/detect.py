@@ -30,13 +30,17 @@ Verdict: F1 vs FP32 >= ``min_agreement`` (bootstrap over images); with labels, m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from qbench.errors import QbenchError
 from qbench.judge import boxes as bx
 from qbench.judge.base import Accumulator, Summary, check_shapes
+from qbench.judge.heads import find_anchor_head
 from qbench.judge.outputs import is_float_type, pick_output
+from qbench.judge.reading import source_op
 from qbench.judge.verdict import Evidence
 
 DEFAULTS = {
@@ -52,6 +56,12 @@ DEFAULTS = {
     "raw": None,                 # None: recognise a raw head; True/False to force
     "min_agreement": 0.9,        # F1 of the candidate's detections against FP32's
     "max_drop": 0.02,            # mAP@0.5 drop against box labels
+    # raw anchor heads (qbench.judge.heads): regressors [B, N, K] + scores [B, N, C]
+    "boxes_output": None,        # None: recognised from the graph
+    "scores_output": None,
+    "anchors": None,             # .npy [N, 4] anchor (cx, cy, w, h), pixels or normalised to the input: decode boxes
+    "variances": [0.1, 0.2],     # SSD/RetinaFace box coding: centre offsets x v0 x anchor size, log sizes x v1
+    "background": None,          # scores column of the background class; None: 0 when C >= 2, none when C = 1
 }
 
 _STRIDE_SETS = ((8, 16, 32), (8, 16, 32, 64))
@@ -59,6 +69,17 @@ _STRIDE_SETS = ((8, 16, 32), (8, 16, 32, 64))
 
 def prepare(graph, options: dict) -> dict:
     o = dict(options)
+    o["_anchor_head"] = _anchor_head(graph, o)
+    if o["_anchor_head"] is not None:
+        o["output"] = o["_anchor_head"][0]
+        o["layout"], o["objectness"] = "channels_last", False  # rows [4 box values, class probabilities]
+        if o["anchors"] is not None:
+            o["_anchors"] = _load_anchors(o["anchors"])
+        try:
+            o["variances"] = [float(v) for v in (o["variances"].replace(",", " ").split() if isinstance(o["variances"], str)
+                                                 else o["variances"])][:2]
+        except (TypeError, ValueError, AttributeError):
+            raise QbenchError(f"detect: variances must be two numbers such as 0.1,0.2, not {o['variances']!r}") from None
     o["output"] = pick_output(graph, o["output"], "detect", lambda n, s, e: is_float_type(e) and s is not None and len(s) == 3)
     if o["layout"] not in ("auto", "channels_first", "channels_last"):
         raise QbenchError(f"detect: layout must be auto, channels_first or channels_last, not {o['layout']!r}")
@@ -76,6 +97,36 @@ def prepare(graph, options: dict) -> dict:
         if not 0.0 <= float(o[key]) <= 1.0:
             raise QbenchError(f"detect: {key} must lie in [0, 1], got {o[key]}")
     return o
+
+
+def _anchor_head(graph, o: dict):
+    """(regressors output, scores output, why) of a raw anchor head, or None for a YOLO-style head."""
+    names = list(graph.output_names)
+    for key in ("boxes_output", "scores_output"):
+        if o[key] is not None and o[key] not in names:
+            raise QbenchError(f"detect: the model has no output {o[key]!r} ({key}); its outputs are {names}")
+    if o["boxes_output"] and o["scores_output"]:
+        return o["boxes_output"], o["scores_output"], "boxes_output and scores_output name the anchor head"
+    if o["output"] is not None or o["layout"] != "auto":
+        return None  # the user named one YOLO-style head
+    head = find_anchor_head(graph)
+    if head is None:
+        return None
+    return o["boxes_output"] or head.boxes, o["scores_output"] or head.scores, head.why
+
+
+def _load_anchors(path) -> np.ndarray:
+    p = Path(str(path))
+    if not p.is_file():
+        raise QbenchError(f"detect: anchors file not found: {p}")
+    try:
+        a = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise QbenchError(f"detect: anchors file {p} is not a .npy array ({type(exc).__name__})") from None
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != 4 or not np.isfinite(a).all():
+        raise QbenchError(f"detect: anchors must be a finite [N, 4] array of (cx, cy, w, h), not shape {a.shape}")
+    return a
 
 
 def _input_hw(feed: dict, graph) -> tuple[int, int] | None:
@@ -108,6 +159,65 @@ class DetectAccumulator(Accumulator):
         self.why = ""
         self.pool = {"ref": [], "cand": []}   # per image: (scores, classes, tp) against labels
         self.gt = []                          # per image: ground-truth classes
+        self.scores_are = None                # raw anchor heads: "probabilities" | "logits"
+        self.background = None
+        if self.options.get("_anchor_head") is not None:
+            self.layout = "channels_last"
+            self.mode = "boxes" if self.options.get("_anchors") is not None else "scores"
+
+    # ---- raw anchor heads ---------------------------------------------------------------------
+    def _anchor_rows(self, outputs: dict, feed: dict) -> np.ndarray:
+        """A raw anchor head as rows [B, N, 4 + C'] the YOLO path reads: the four box values
+        (decoded to centre/size pixels when anchors are given, else the raw regressors) and the
+        class probabilities without the background column. Scores are read in probability space:
+        logits go through a sigmoid (one column) or a softmax (more), as the application does."""
+        boxes_name, scores_name, why = self.options["_anchor_head"]
+        reg = np.asarray(outputs[boxes_name], dtype=np.float64)
+        sc = np.asarray(outputs[scores_name], dtype=np.float64)
+        if reg.ndim == 2:
+            reg, sc = reg[None], sc.reshape(1, *sc.shape) if sc.ndim == 2 else sc
+        if reg.ndim != 3 or sc.ndim != 3 or reg.shape[:2] != sc.shape[:2] or reg.shape[2] < 4:
+            raise QbenchError(f"detect: anchor head {boxes_name!r} {reg.shape} and {scores_name!r} {sc.shape} are not "
+                              "[B, N, K>=4] and [B, N, C] over the same anchors")
+        if self.scores_are is None:  # fixed on the first FP32 sample (ref comes first)
+            finite = sc[np.isfinite(sc)]
+            op = source_op(self.judge.graph, scores_name)
+            probs = op in ("Softmax", "Sigmoid") or (finite.size and finite.min() >= 0 and finite.max() <= 1)
+            self.scores_are = "probabilities" if probs else "logits"
+            bg = self.options["background"]
+            self.background = (0 if sc.shape[2] >= 2 else None) if bg is None else int(bg)
+            self.why = (f"raw anchor head: {why}; scores read as {self.scores_are}"
+                        + ("" if probs else (" (sigmoid)" if sc.shape[2] == 1 else " (softmax)"))
+                        + (f", class {self.background} is background" if self.background is not None else "")
+                        + ("; boxes decoded from the anchors given (SSD coding, variances "
+                           f"{self.options['variances']})" if self.options.get("_anchors") is not None else
+                           "; no anchors given (option anchors): judged by matched anchors, the recall of the anchors "
+                           "FP32 scores at or above the threshold"))
+        if self.scores_are == "logits":
+            with np.errstate(over="ignore", invalid="ignore"):
+                if sc.shape[2] == 1:
+                    sc = 0.5 * (1.0 + np.tanh(0.5 * sc))
+                else:
+                    z = np.exp(sc - np.nanmax(sc, axis=2, keepdims=True))
+                    sc = z / np.sum(z, axis=2, keepdims=True)
+        if self.background is not None and sc.shape[2] >= 2:
+            sc = np.delete(sc, self.background, axis=2)
+        box = reg[:, :, :4]
+        anchors = self.options.get("_anchors")
+        if anchors is not None:
+            if anchors.shape[0] != reg.shape[1]:
+                raise QbenchError(f"detect: the anchors file holds {anchors.shape[0]} anchors, the head {reg.shape[1]}")
+            a = anchors.copy()
+            if a.max() <= 2.0:  # normalised to the input: to pixels
+                hw = _input_hw(feed, self.judge.graph)
+                if hw is None:
+                    raise QbenchError("detect: normalised anchors need the input size (a 4-D image input)")
+                a *= np.array([hw[1], hw[0], hw[1], hw[0]], dtype=np.float64)
+            v0, v1 = self.options["variances"]
+            xy = a[None, :, 0:2] + box[:, :, 0:2] * v0 * a[None, :, 2:4]
+            wh = a[None, :, 2:4] * np.exp(np.clip(box[:, :, 2:4] * v1, -20, 20))
+            box = np.concatenate([xy, wh], axis=2)
+        return np.concatenate([box, sc], axis=2)
 
     # ---- reading a head -------------------------------------------------------------------
     def _rows(self, head: np.ndarray) -> np.ndarray:
@@ -180,10 +290,14 @@ class DetectAccumulator(Accumulator):
         kept = bx.nms(b, s, c, float(o["nms_iou"]), int(o["max_detections"]))
         return b[kept], s[kept], c[kept]
 
-    def detections(self, head: np.ndarray, feed: dict) -> list | None:
+    def detections(self, head, feed: dict) -> list | None:
         """What this judge detects in one output (for drawing): per batch row (xyxy boxes in input
         pixels, scores, classes), after threshold and NMS; None when a raw head without strides is
-        judged by score agreement (no boxes exist)."""
+        judged by score agreement (no boxes exist). An anchor head needs all outputs (a dict)."""
+        if self.options.get("_anchor_head") is not None:
+            if not isinstance(head, dict) or self.mode != "boxes":
+                return None
+            return [self._detections(r) for r in self._anchor_rows(head, feed)]
         rows = self._rows(head)
         if self.mode is None:
             self._decide_mode(rows[0], feed)
@@ -195,7 +309,12 @@ class DetectAccumulator(Accumulator):
     def measure(self, index, name, ref, cand, feed, label) -> dict:
         out = self.options["output"]
         check_shapes("detect", out, ref[out], cand[out])
-        r_all, c_all = self._rows(ref[out]), self._rows(cand[out])
+        if self.options.get("_anchor_head") is not None:
+            scores_name = self.options["_anchor_head"][1]
+            check_shapes("detect", scores_name, ref[scores_name], cand[scores_name])
+            r_all, c_all = self._anchor_rows(ref, feed), self._anchor_rows(cand, feed)
+        else:
+            r_all, c_all = self._rows(ref[out]), self._rows(cand[out])
         if self.mode is None:
             self._decide_mode(r_all[0], feed)
         if label is not None and r_all.shape[0] != 1:
@@ -298,6 +417,13 @@ class DetectAccumulator(Accumulator):
             diffs = diffs[np.isfinite(diffs)]
             if diffs.size:
                 interval = tuple(float(v) for v in np.quantile(diffs, [0.025, 0.975]))
-        ev = Evidence("interval", n=n_img, interval=interval)
+        # the units are the ground-truth boxes: those FP32 finds and the candidate does not, and the
+        # other way round, per image (a recall difference over boxes bounds how little 8 identical
+        # images can show about the mAP drop)
+        tp_ref = np.array([int(p[2].sum()) for p in self.pool["ref"]])
+        tp_cand = np.array([int(p[2].sum()) for p in self.pool["cand"]])
+        gt_boxes = float(sum(len(g) for g in self.gt))
+        ev = Evidence("interval", n=n_img, interval=interval,
+                      unit_changes=(float(np.clip(tp_ref - tp_cand, 0, None).sum()), float(np.clip(tp_cand - tp_ref, 0, None).sum()), gt_boxes))
         return Summary(metrics, "map50_drop", "mAP@0.5 drop vs FP32 (labels)", drop, float(self.options["max_drop"]),
                        "max_drop", False, ev, notes, **common)

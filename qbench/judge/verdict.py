@@ -8,6 +8,16 @@ decided only if it misses (fail); a hit on that little evidence is inconclusive.
 counted trials (pixels, detections) that all come from one sample cannot pass either: the trials of
 one image are not independent. A NaN metric (nothing could be measured) is inconclusive. Tensor
 metrics (cosines) never reach this module.
+
+No interval is ever zero width (issue 21: "CER increase 0.000 (95% CI 0.00-0.00) -> pass" on 8
+identical lines). Every interval accounts for the units the metric counts as well as the samples:
+shares of counted trials hull the bootstrap over samples with the Wilson interval of the units
+(pixels, detections); a difference of error rates over units (CER increase over characters, mAP
+drop over ground-truth boxes) hulls it with the paired interval of Agresti & Min over those units
+(160 characters without a change bound a CER increase by about ±1.2 %, not 0); a mean of [0, 1]
+values hulls it with the Wilson interval of (sum, count). An interval that would still have no
+width (a custom metric with the same value on every sample and no units) is no interval: the
+metric can then fail but never pass.
 """
 
 from __future__ import annotations
@@ -38,6 +48,11 @@ class Evidence:
     unit: str = "samples"
     interval: tuple | None = None  # kind "interval": drawn by the adapter (e.g. a bootstrap of mAP)
     counts: bool = False           # kind "ratio": num/den are success/trial counts (a pooled share)
+    # a difference of two error rates over counted units (characters, boxes): (units worse in the
+    # candidate, units better in the candidate, units counted). Its paired interval over the units
+    # is hulled with the sample bootstrap, so identical samples cannot make the interval collapse
+    unit_changes: tuple | None = None
+    bounded: bool = False          # kind "ratio": every per-sample value lies in [0, 1] (a mean of shares)
 
 
 @dataclass
@@ -55,7 +70,14 @@ def _fmt(v: float) -> str:
 
 
 def _fmt_ci(iv: tuple) -> str:
-    return f"95% CI {iv[0]:.2f}-{iv[1]:.2f}" if max(abs(iv[0]), abs(iv[1])) >= 0.01 or iv == (0.0, 0.0) else f"95% CI {iv[0]:.3g}-{iv[1]:.3g}"
+    if max(abs(iv[0]), abs(iv[1])) < 0.01 and iv != (0.0, 0.0):
+        return f"95% CI {iv[0]:.3g}-{iv[1]:.3g}"
+    # as many decimals as it takes to show two different bounds (an interval is never a point,
+    # and must not read as one: 0.99996-1.00000, not 1.00-1.00)
+    digits = 2
+    while digits < 6 and f"{iv[0]:.{digits}f}" == f"{iv[1]:.{digits}f}":
+        digits += 1
+    return f"95% CI {iv[0]:.{digits}f}-{iv[1]:.{digits}f}"
 
 
 def decide(label: str, value: float, tolerance: float, higher_is_better: bool, evidence: Evidence,
@@ -70,7 +92,12 @@ def decide(label: str, value: float, tolerance: float, higher_is_better: bool, e
     target = f"{option} {_fmt(tolerance)} ({side})"
     if interval is None:
         # no spread to measure: a miss is a miss, but a hit on this little evidence proves nothing
-        why = "nothing to compare, no interval" if evidence.kind == "point" else "one sample, no interval"
+        if evidence.kind == "point":
+            why = "nothing to compare, no interval"
+        elif evidence.n >= 2:
+            why = f"the same value on all {evidence.n} samples and no unit count to bound it, no interval"
+        else:
+            why = "one sample, no interval"
         if not good(value):
             return Decision("fail", f"{label} {_fmt(value)} ({why}) misses {target} -> fail", None, None)
         return Decision("inconclusive", f"{label} {_fmt(value)} ({why}) meets {target} -> inconclusive; "
@@ -104,6 +131,28 @@ def decide(label: str, value: float, tolerance: float, higher_is_better: bool, e
 
 
 def _interval(ev: Evidence) -> tuple | None:
+    """The 95 % interval of the evidence, or None. Never zero width: an interval that would collapse
+    to a point (identical samples, nothing counted) is None, and the verdict then treats the metric
+    as unproven (module docstring)."""
+    iv = _raw_interval(ev)
+    if iv is None or not (iv[1] > iv[0]):
+        return None
+    return iv
+
+
+def _hull(a: tuple | None, b: tuple | None) -> tuple | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return (min(a[0], b[0]), max(a[1], b[1]))
+
+
+def _raw_interval(ev: Evidence) -> tuple | None:
+    units = None
+    if ev.unit_changes is not None and ev.unit_changes[2] > 0:
+        worse, better, counted = ev.unit_changes
+        units = intervals.paired_drop(worse, better, counted)
     if ev.kind == "wilson":
         return intervals.wilson(ev.k, ev.n) if ev.n >= 1 else None
     if ev.kind == "paired_drop":
@@ -111,7 +160,15 @@ def _interval(ev: Evidence) -> tuple | None:
     if ev.kind == "ratio":
         boot = intervals.bootstrap_ratio(ev.num, ev.den)
         if not ev.counts:
-            return boot
+            if ev.bounded and sum(ev.den) > 0:
+                # a mean of per-sample values in [0, 1]: the Wilson interval of (sum, count) is
+                # conservative for it (a 0/1 variable has the largest variance of any [0, 1]
+                # variable with that mean), so identical samples still leave a width
+                if boot is None:  # one sample: nothing said about the next one
+                    return None
+                return _hull(boot, intervals.wilson(min(max(float(sum(ev.num)), 0.0), float(sum(ev.den))), float(sum(ev.den))))
+            # the unit interval widens a sample interval, never stands in for a missing one
+            return None if boot is None else _hull(boot, units)
         # a pooled share of counted trials (matched detections, equal characters): the Wilson
         # interval of the pooled counts keeps the interval from collapsing to a point when every
         # sample agrees exactly — the bootstrap alone would call 3 perfect lines proof of 0 % CER —
@@ -123,7 +180,7 @@ def _interval(ev: Evidence) -> tuple | None:
         wil = intervals.wilson(share, trials)
         return wil if boot is None else (min(wil[0], boot[0]), max(wil[1], boot[1]))
     if ev.kind == "interval":
-        return ev.interval
+        return None if ev.interval is None else _hull(ev.interval, units)
     return None
 
 

@@ -57,8 +57,10 @@ STATUS_TEXT = {"ok": "ok", "zero": "all zero", "nonfinite": "NaN/Inf", "divergen
 
 
 def write_report(out_dir, model_name: str, candidates: list[CandidateResult], ranges=None, meta: dict | None = None,
-                 extra_sections=(), thresholds=None) -> Path:
-    """Write the report folder; return the path of index.html."""
+                 extra_sections=(), thresholds=None, recommendation: Recommendation | None = None) -> Path:
+    """Write the report folder; return the path of index.html. ``recommendation``: the run's one
+    answer (qbench.advise.recommend), printed as is in the header and results.json; None: computed
+    here from the candidates."""
     out = atomic.ensure_dir(out_dir)
     candidates = list(candidates or [])
     for c in candidates:
@@ -75,10 +77,11 @@ def write_report(out_dir, model_name: str, candidates: list[CandidateResult], ra
     th = Thresholds.from_any(thresholds)
     extras = [_extra(e) for e in extra_sections]
 
-    recommendation: Recommendation = recommend(candidates, th)
-    note = (meta or {}).get("recommendation_note") or {}
-    if note.get("precision") == recommendation.precision and note.get("text"):  # e.g. the FP16 assumption
-        recommendation.reason += " " + str(note["text"])
+    if recommendation is None:
+        recommendation = recommend(candidates, th)
+        note = (meta or {}).get("recommendation_note") or {}
+        if note.get("precision") == recommendation.precision and note.get("text"):  # e.g. the FP16 assumption
+            recommendation.reason += " " + str(note["text"])
     normalized = [frames.normalize(c.tensors) for c in candidates]
     summaries = [frames.summarize(c) for c in candidates]
     verdicts = dict(zip(recommendation.table["precision"], recommendation.table["verdict"]))

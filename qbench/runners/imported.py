@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qbench.artifacts.layer_info import layers_frame, parse_layer_info
 from qbench.data import sorted_files
 from qbench.errors import QbenchError
 
@@ -73,8 +74,6 @@ def load_trtexec_outputs(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def load_trtexec_layer_info(path: str | Path):
-    from qbench.tensorrt.inspector import layers_frame, parse_layer_info
-
     p = Path(path)
     if not p.is_file():
         raise QbenchError(f"trtexec --exportLayerInfo file not found: {p}")

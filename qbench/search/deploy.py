@@ -29,7 +29,9 @@ from pathlib import Path
 import onnx
 
 from qbench import atomic
+from qbench.errors import QbenchError
 from qbench.jsonsafe import jsonable
+from qbench.search.models import int8_model
 
 FOLDER = "int8-best"
 PRECISION_NAMES = {"fp32": ("fp32", "float32", "trt.float32"), "fp16": ("fp16", "float16", "trt.float16")}
@@ -142,8 +144,6 @@ print(HERE / "model.engine")
 def write(out, graph, config: Int8Config, *, model_path=None) -> Path:
     """Write ``<out>/int8-best/`` for ``config``; returns the folder. Each file is written atomically,
     and the verdict last, so a folder with a verdict.json is complete."""
-    from qbench.search.models import int8_model
-
     folder = atomic.ensure_dir(Path(out) / FOLDER)
     atomic.write_bytes(folder / "model.onnx", named_model(graph).SerializeToString())
     config.ranges.write_trt_cache(folder / "calibration.cache")
@@ -183,8 +183,6 @@ def readme(v: dict) -> str:
 
 def read(folder) -> dict:
     """What ``qbench build --from`` needs: paths and the kept layers; one clear error when incomplete."""
-    from qbench.errors import QbenchError
-
     folder = Path(folder)
     need = ["model.onnx", "calibration.cache", "keep_float.txt", "verdict.json"]
     missing = [n for n in need if not (folder / n).is_file()]

@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 
 from qbench.errors import QbenchError
-from qbench.search import deploy, holdout as ho
+from qbench.judge import load_labels
+from qbench.search import deploy, holdout as ho, mixed as mixed_search, sensitivity as sens_mod, sweep as sweep_mod
 from qbench.search.judging import Reference, acceptable, make_task_judge, rank_key
+from qbench.search.models import int8_model, quantized_layers
 
 SENSITIVITY_MODES = ("auto", "always", "never")
 DEFAULT_TIME_BUDGET_S = 600.0
@@ -104,12 +106,6 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
               echo=None) -> SearchOutcome:
     """The whole search (module docstring). ``out``: where ``int8-best/`` and the chart go (None:
     nothing written). ``dataset``: every sample; the split decides which calibrate and which judge."""
-    from qbench.judge import load_labels
-    from qbench.search import mixed as mixed_search
-    from qbench.search import sensitivity as sens_mod
-    from qbench.search.models import quantized_layers
-    from qbench.search.sweep import calibrate_all, sweep
-
     o = options or SearchOptions()
     if o.sensitivity_samples is not None and o.sensitivity_samples < 1:
         raise QbenchError(f"--sensitivity-samples must be at least 1, not {o.sensitivity_samples}")
@@ -123,13 +119,13 @@ def find_int8(graph, dataset, out=None, options: SearchOptions | None = None, *,
     started = time.perf_counter()
     split = ho.split(len(dataset), o.calib_fraction, o.seed)
     say(f"qbench: search: {split.describe()}" + ("" if ho.held_out(split) else " (one sample: NOT held out)"))
-    candidates, histograms = calibrate_all(graph, ho.subset(dataset, split.calib), o.methods,
+    candidates, histograms = sweep_mod.calibrate_all(graph, ho.subset(dataset, split.calib), o.methods,
                                            batch_size=o.batch_size, progress=o.progress)
     candidates.update(o.extra_candidates or {})
     reference = Reference(graph, ho.subset(dataset, split.judge), part=ho.JUDGE if ho.held_out(split) else ho.CALIB)
     labels = load_labels(o.labels, reference.names) if o.labels else None
     judge = make_task_judge(o.task, graph, o.judge_options, labels)
-    swept = sweep(graph, candidates, reference, judge, histograms=histograms, keep_float=o.keep_float, echo=say)
+    swept = sweep_mod.sweep(graph, candidates, reference, judge, histograms=histograms, keep_float=o.keep_float, echo=say)
     outcome = SearchOutcome(split, swept, max_float=o.max_float)
     ranges = swept.candidates[swept.best]
     best_result = swept.results[swept.best]
@@ -194,8 +190,6 @@ def _affordable_layers(swept, reference, o: SearchOptions, total: int) -> int:
 
 
 def _int8(graph, ranges, keep):
-    from qbench.search.models import int8_model
-
     return int8_model(graph, ranges, keep)
 
 

@@ -25,6 +25,7 @@ import onnx
 from qbench.calibrate.batching import activation_bytes, available_memory
 from qbench.cpu import ort_threads
 from qbench.errors import QbenchError
+from qbench.judge import make_judge
 from qbench.spill import SpillList
 
 MAX_BATCH = 16
@@ -37,8 +38,6 @@ JUDGING_BATCH_BYTES = 256 * 2**20
 
 
 def make_task_judge(task: str, graph, options=None, labels=None):
-    from qbench.judge import make_judge
-
     return make_judge(task=task, graph=graph, options=options, labels=labels)
 
 

@@ -20,23 +20,23 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from qbench.simulate import build_int8_model
+from qbench.simulate.common import MIN_QDQ_OPSET, copy_at_opset, kept_node_outputs, resolve_keep_float
+from qbench.simulate.placement import plan_int8
+from qbench.simulate.qdq import activation_scale, quantize_weight
+
 GATE = "qbench_gate::"
 PLACEMENT = "likely"  # TensorRT's usual Q/DQ choices (qbench.simulate.placement)
 
 
 def int8_model(graph, ranges, keep_float=()):
     """The explicit Q/DQ model (``qbench.simulate.build_int8_model``) as an ONNX ModelProto."""
-    from qbench.simulate import build_int8_model
-
     return build_int8_model(graph, ranges, keep_float=keep_float, placement=PLACEMENT).model
 
 
 def quantized_layers(graph, keep_float=()) -> list[str]:
     """Display names (``graph.node_names``) of the nodes that read a quantized activation or weight,
     in graph order; ``keep_float`` (the user's own names) are left out."""
-    from qbench.simulate.common import resolve_keep_float
-    from qbench.simulate.placement import plan_int8
-
     keep_tensors, keep_nodes = resolve_keep_float(graph, keep_float)
     plan = plan_int8(graph, keep_tensors, keep_nodes, PLACEMENT)
     quantized = set(plan.activations) | set(plan.weights)
@@ -52,10 +52,6 @@ def gated_model(graph, ranges, keep_float=(), only=None, rest: str = "quantized"
     layer i, input ``GATE + str(i)``). ``only``: gate just these layers; every other quantized layer
     is fixed, reading its Q/DQ values (``rest="quantized"``, as with gate 1) or its float values
     (``rest="float"``, gate 0), so the model carries no gating arithmetic for layers not varied."""
-    from qbench.simulate.common import MIN_QDQ_OPSET, copy_at_opset, kept_node_outputs, resolve_keep_float
-    from qbench.simulate.placement import plan_int8
-    from qbench.simulate.qdq import activation_scale, quantize_weight
-
     keep_tensors, keep_nodes = resolve_keep_float(graph, keep_float)
     plan = plan_int8(graph, keep_tensors, keep_nodes, PLACEMENT)
     quantized = set(plan.activations) | set(plan.weights)

@@ -32,6 +32,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from qbench import atomic
+from qbench.search.judging import margin, session
+from qbench.search.models import GATE, PLACEMENT, gated_model
+from qbench.search.sweep import local_error
+from qbench.simulate.common import resolve_keep_float
+from qbench.simulate.placement import plan_int8
+from qbench.simulate.qdq import quantize_weight
+
 COLUMNS = ["rank", "layer", "op_type", "gain_if_float", "loss_alone", "margin_gain_if_float", "margin_loss_alone",
            "score_float_only", "score_quant_only", "verdict_float_only", "local_nsr_db", "measured", "culprit", "part"]
 
@@ -40,9 +48,6 @@ class GatedRunner:
     """Runs the gated model with a set of layers kept in float (gate 0) and judges the outputs."""
 
     def __init__(self, graph, ranges, reference, judge, keep_float=(), only=None):
-        from qbench.search.judging import session
-        from qbench.search.models import GATE, gated_model
-
         model, self.layers = gated_model(graph, ranges, keep_float, only)
         self.session = session(model, optimize=False)
         # "only this layer quantized" needs every other layer in float, the ungated ones too: a
@@ -111,12 +116,6 @@ def local_noise(graph, ranges, histograms, layers, keep_float=()) -> dict[str, f
     (``sweep.local_error``); for its weight, ||w - dq(q(w))||**2 / ||w||**2. Summed over the inputs.
     A screening proxy only (it ignores how the error propagates): it orders which layers are
     measured by the task first when not all of them can be."""
-    from qbench.search.models import PLACEMENT
-    from qbench.search.sweep import local_error
-    from qbench.simulate.common import resolve_keep_float
-    from qbench.simulate.placement import plan_int8
-    from qbench.simulate.qdq import quantize_weight
-
     keep_tensors, keep_nodes = resolve_keep_float(graph, keep_float)
     plan = plan_int8(graph, keep_tensors, keep_nodes, PLACEMENT)
     cache: dict[str, float] = {}
@@ -210,8 +209,6 @@ def measure(runner: GatedRunner, graph, *, culprits=(), progress: bool = False, 
 
 
 def _row(name, ops, float_only, quant_only, int8, fp32, marked, noise) -> dict:
-    from qbench.search.judging import margin
-
     nan = float("nan")
     return {"layer": name, "op_type": ops.get(name, ""),
             "gain_if_float": float(float_only.score) - float(int8.score) if float_only else nan,
@@ -246,8 +243,6 @@ def chart(sens: Sensitivity, path, top: int = 30):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from qbench import atomic
 
     frame = sens.frame.head(top).iloc[::-1]
     # the judge's score where it moves at all; its finer per-sample margin where the score ties

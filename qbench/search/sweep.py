@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from qbench.calibrate import METHODS, auto_batch_size, collect, ranges_from_histograms
 from qbench.ranges import INT8_MAX, Ranges, TensorRange
+from qbench.search.judging import rank_key
+from qbench.search.models import int8_model
 
 BEST_OF = "best-of"
 TABLE_COLUMNS = ["candidate", "verdict", "score", "primary", "value", "reason", "part", "seconds"]
@@ -41,8 +44,6 @@ class SweepResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
-        from qbench.search.judging import rank_key
-
         rows = []
         for name in sorted(self.results, key=lambda n: rank_key(self.results[n])):
             r = self.results[name]
@@ -58,8 +59,6 @@ def calibrate_all(graph, calib_data, methods=None, *, batch_size: int | None = N
     the histograms themselves (best-of needs the counts, which ``calibrate_many`` does not return).
     ``batch_size`` None: qbench.calibrate's automatic choice.
     Each Ranges carries provenance: which samples (the calibration part) it was computed on."""
-    from qbench.calibrate import METHODS, auto_batch_size, collect, ranges_from_histograms
-
     methods = tuple(methods or METHODS)
     if batch_size is None:  # as qbench.calibrate chooses it: the largest batch that fits memory
         batch_size = auto_batch_size(graph, calib_data)
@@ -112,9 +111,6 @@ def best_of(candidates: dict[str, Ranges], histograms: dict | None) -> Ranges:
 def sweep(graph, candidates: dict[str, Ranges], reference, judge, *, histograms=None, keep_float=(),
           echo=None) -> SweepResult:
     """Judge every candidate (plus best-of when there are two or more) on ``reference``'s samples."""
-    from qbench.search.judging import rank_key
-    from qbench.search.models import int8_model
-
     say = echo or (lambda _m: None)
     candidates = dict(candidates)
     if len(candidates) > 1 and histograms:  # best-of needs the histograms the candidates were read from

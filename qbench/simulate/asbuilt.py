@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import helper, numpy_helper
 
-from qbench.artifacts.layer_info import fused_nodes, tensor_formats
+from qbench.artifacts.layer_info import fused_nodes, precision_of, tensor_formats
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.ranges import Ranges
@@ -202,7 +202,6 @@ def _layer_precision(info: dict, layer_name: str) -> str:
             weights = layer.get("Weights")
             if isinstance(weights, dict) and str(weights.get("Type", "")).lower() == "int8":
                 return "int8"
-            from qbench.artifacts.layer_info import precision_of
 
             outs = [precision_of(o.get("Format/Datatype", "")) for o in layer.get("Outputs") or []]
             return next((p for p in outs if p), "")

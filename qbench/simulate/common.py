@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from qbench import atomic
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 
@@ -48,8 +49,6 @@ class SimulatedModel:
         return ModelGraph(self.model, name=name or f"{self.source}-{self.precision}")
 
     def save(self, path) -> None:
-        from qbench import atomic
-
         atomic.write_bytes(path, self.model.SerializeToString())
 
 

@@ -29,8 +29,12 @@ import onnx
 import pandas as pd
 from onnx import numpy_helper
 
+from qbench import atomic
+from qbench.data import iter_samples
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
+from qbench.runners import OrtRunner
+from qbench.simulate.fp16 import build_fp16_model, fold_plan, node_name_lookup
 
 FP16_MAX = 65504.0
 
@@ -47,8 +51,6 @@ class RewriteResult:
         return ModelGraph.from_proto(self.model, name=name)
 
     def save(self, path) -> None:
-        from qbench import atomic
-
         atomic.write_bytes(path, self.model.SerializeToString())
 
 
@@ -78,7 +80,6 @@ def _pair(graph: ModelGraph, names: dict, bn_name: str):
     conv = graph.producer.get(bn.input[0])
     if conv is None or conv.op_type != "Conv" or len(graph.consumers.get(bn.input[0], [])) != 1:
         raise QbenchError(f"{bn_name} does not follow a Conv read by nothing else: nothing to fold or rescale it with")
-    from qbench.simulate.fp16 import node_name_lookup
 
     conv_name = node_name_lookup(graph)(conv)
     return names[conv_name], bn, conv_name
@@ -169,8 +170,6 @@ def pair_factor(var_max: float, conv_peak: float, fraction: float) -> float:
 def make_fp16_safe(graph: ModelGraph, peaks: dict[str, float], fraction: float = 1 / 8) -> RewriteResult:
     """Rescale every Conv -> BatchNormalization pair whose BN statistics overflow FP16 or whose Conv
     output peaks above ``fraction`` of 65504 (``peaks``: FP32 tensor peaks)."""
-    from qbench.simulate.fp16 import fold_plan
-
     current = graph
     total = RewriteResult(graph.model)
     for bn_name, target in fold_plan(graph):
@@ -202,10 +201,6 @@ def prove(graph: ModelGraph, result: RewriteResult, dataset, *, limit: int | Non
     """Re-run: the original model's FP32 outputs against (a) the rewritten model in FP32 and (b) the
     FP16 simulation, both modes, of the original and of the rewritten model. One row per variant
     and output; a fix is proven when the rewritten rows pass where the original ones fail."""
-    from qbench.compare.comparator import _samples
-    from qbench.runners import OrtRunner
-    from qbench.simulate.fp16 import build_fp16_model
-
     rewritten = result.graph(graph.name)
     variants = {"rewritten FP32": OrtRunner(rewritten, name="rewritten", capture=None)}
     for label, g in (("original", graph), ("rewritten", rewritten)):
@@ -215,7 +210,7 @@ def prove(graph: ModelGraph, result: RewriteResult, dataset, *, limit: int | Non
             variants[f"{label} FP16 {mode}"] = OrtRunner(sim.model, name=label, capture=None, optimize=False)
     reference = OrtRunner(graph, name="fp32", capture=None)
     sums: dict = {}
-    for feed in _samples(dataset, limit):
+    for feed in iter_samples(dataset, limit):
         ref = reference.run(feed)
         for label, runner in variants.items():
             out = runner.run(feed)

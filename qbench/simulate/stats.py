@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from qbench.ranges import INT8_MAX
+from qbench.simulate.naming import float_name
 
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 
@@ -60,8 +61,6 @@ def simulation_stats(sim, values: dict[str, np.ndarray], ranges=None):
     ``ranges`` is needed for INT8.
     """
     import pandas as pd
-
-    from qbench.simulate.naming import float_name
 
     rows = []
     for name in list(sim.quantized_inputs) + list(sim.quantized):

@@ -5,6 +5,7 @@ bindings wheel ``tensorrt-cuXX-bindings`` installs the same extension as ``tenso
 qbench accepts either. Major version 10 uses the classic builder-flags path (implicit INT8 with a
 calibrator); major 11 removed implicit INT8 and the precision flags, so it builds strongly typed
 networks from explicitly typed ONNX models (FP16 weights/casts, Q/DQ for INT8).
+qbench's and not Polygraphy's: Polygraphy imports ``tensorrt`` only and has no notion of the two paths.
 """
 
 from __future__ import annotations
@@ -42,8 +43,7 @@ def import_trt():
         if not hasattr(trt, "__version__") or not hasattr(trt, "Builder"):
             problems.append(f"{name}: imported but is not TensorRT's Python API")
             continue
-        major = trt_version(trt)[0]
-        if major < MIN_MAJOR:
+        if trt_version(trt)[0] < MIN_MAJOR:
             raise MissingDependencyError(
                 f"TensorRT {trt.__version__} is too old: qbench needs TensorRT {MIN_MAJOR}.x or 11.x"
             )
@@ -65,13 +65,9 @@ def trt_version(trt) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def major(trt) -> int:
-    return trt_version(trt)[0]
-
-
 def api_path(trt) -> str:
     """'v10' or 'v11': which builder path this TensorRT gets."""
-    return "v11" if major(trt) >= 11 else "v10"
+    return "v11" if trt_version(trt)[0] >= 11 else "v10"
 
 
 def describe_path(trt) -> str:

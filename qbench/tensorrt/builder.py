@@ -1,35 +1,53 @@
-"""Build a TensorRT engine from ONNX: FP32, FP16 or INT8.
+"""Build a TensorRT engine from ONNX: FP32, FP16 or INT8, through Polygraphy's loaders.
 
-Two paths, chosen by the TensorRT major version (``_import.api_path``):
-- 10.x (``_build_network_v10`` / ``_configure_v10``): the ONNX model as it is, precision from builder
-  flags (FP16, INT8), INT8 scales from the entropy calibrator (fed by qbench's data, or answered
-  entirely from a ranges table / calibration cache), calibration profile for dynamic shapes.
-- 11.x (``_build_network_v11``): implicit INT8 and the precision flags are gone, so the network is
-  created STRONGLY_TYPED from a model whose types state the precision: the float16-typed model
-  (typed_models.fp16_typed_model) for FP16, the Q/DQ model of ``qbench.simulate.build_int8_model`` for
-  INT8 (scales from the ranges table, which qbench computes on the CPU when none is given).
-Shared: optimization profiles for dynamic inputs (``shapes.compute_profile``: --shapes, else min/max
-over the calibration samples), timing cache, engine cache, detailed profiling
-verbosity (so the inspector can report per-layer precision and fusions), layer-wise capture marks.
+Polygraphy's part (run by NVIDIA against every TensorRT release): ONNX parsing with TensorRT's plugins
+initialised (``NetworkFromOnnxBytes``), the strongly typed network flag, the builder configuration
+(``CreateConfig``: TF32/FP16/INT8 flags, calibrator and calibration profile, optimization profiles,
+precision constraints, timing cache, profiling verbosity, workspace), layer precisions
+(``SetLayerPrecisions``), output marking that skips loop bodies (``ModifyNetworkOutputs``) and the build
+itself (``EngineBytesFromNetwork``, which also saves the timing cache).
 
-Checked here: every TensorRT name used exists in the real bindings of the version whose path uses
-it (tests/trt). NEVER run here: an actual engine build; TensorRT's libraries are not installable in
-this workplace, so ``trt.Builder`` itself has only ever failed (cleanly) over null libraries.
+qbench's part, which Polygraphy does not cover:
+- the path choice by TensorRT major version (``_import.api_path``): 10.x builds the ONNX model as it is
+  with precision from builder flags and INT8 scales from qbench's entropy calibrator (fed by qbench's
+  data, or answered entirely from a ranges table / calibration cache); 11.x removed implicit INT8 and
+  the precision flags, so it builds a strongly typed network from a model whose types state the
+  precision (``typed_models.fp16_typed_model``, or the Q/DQ model of ``qbench.simulate.build_int8_model``
+  with ranges computed by qbench on the CPU when none are given);
+- the optimization profile from ``--shapes`` and the calibration samples (``shapes.compute_profile``),
+  which Polygraphy would otherwise fill with a default size;
+- the engine cache keyed by everything that changes the engine (``engine_cache``);
+- the requirement that every layer named in ``layer_precisions`` exists (Polygraphy only warns);
+- the capture plan the report needs (``capture.mark_network``).
+
+Checked here: every keyword passed to Polygraphy exists in its signature at the lowest and newest
+Polygraphy allowed, and the builder-config members Polygraphy sets exist in the real 10.16/11.4
+bindings (tests/trt). NEVER run here: an actual engine build; TensorRT's libraries are not installable
+in this workplace, so ``trt.Builder`` itself has only ever failed (cleanly) over null libraries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from qbench import atomic
+from qbench.calibrate import calibrate
+from qbench.data import load_dataset
 from qbench.errors import MissingDependencyError, QbenchError
 from qbench.model import ModelGraph
 from qbench.ranges import Ranges
-from qbench.tensorrt.shapes import check_batch_size, compute_profile, data_digest, validate_shapes
+from qbench.simulate import build_int8_model
+from qbench.tensorrt import capture as cap
+from qbench.tensorrt import polygraphy_backend
+from qbench.tensorrt._import import api_path, describe_path, import_trt
+from qbench.tensorrt.calibrator import EntropyCalibrator
+from qbench.tensorrt.device_buffers import default_backend
+from qbench.tensorrt.engine_cache import EngineCache, cache_key
+from qbench.tensorrt.shapes import check_batch_size, compute_profile, data_digest, is_dynamic, validate_shapes
+from qbench.tensorrt.typed_models import fp16_typed_model
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CAPTURE_MODES = ("none", "debug", "unfused", "outputs")
@@ -69,22 +87,13 @@ class BuildResult:
         return atomic.write_bytes(path, self.engine)
 
 
-def make_logger(trt):
-    """A TensorRT logger that keeps error messages, so a failed build can say why in one line."""
-
-    class _Logger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity, msg):
-            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                self.errors.append(str(msg))
-
-    return _Logger()
-
-
-def create_builder(trt, logger):
+def create_builder(trt):
+    """Initialise TensorRT's plugin library, then create a Builder: a probe run before any model work, so
+    a machine whose TensorRT cannot build fails in one line. The plugins are registered first because
+    ONNX models that use TensorRT's plugins fail to parse without them (``init_libnvinfer_plugins``;
+    Polygraphy's network and engine loaders initialise them again, which TensorRT allows)."""
+    logger = polygraphy_backend.backend(trt).get_trt_logger()  # TensorRT's messages into Polygraphy's logger
+    trt.init_libnvinfer_plugins(logger, "")
     try:
         return trt.Builder(logger)
     except TypeError as exc:  # the bindings raise TypeError when libnvinfer returns no builder
@@ -101,19 +110,18 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
     ranges / cache: the INT8 ranges table, or the path of a calibration cache / ranges JSON, read
     before building and (10.x calibration) written after.
     """
-    from qbench.tensorrt import capture as cap
-    from qbench.tensorrt._import import api_path, describe_path, import_trt
-    from qbench.tensorrt.engine_cache import EngineCache, cache_key
-
     options = options or BuildOptions()
     if precision not in PRECISIONS:
         raise QbenchError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if options.capture not in CAPTURE_MODES:
         raise QbenchError(f"capture must be one of {', '.join(CAPTURE_MODES)}, not {options.capture!r}")
+    unknown = sorted(set(options.layer_precisions.values()) - set(LAYER_TYPES))
+    if unknown:
+        raise QbenchError(f"layer precision must be one of {', '.join(LAYER_TYPES)}, not {unknown[0]!r}")
     trt = trt or import_trt()
     path = api_path(trt)
     graph = model if isinstance(model, ModelGraph) else ModelGraph.from_path(model)
-    dataset = _dataset(data, graph)
+    dataset = data if data is None or hasattr(data, "batches") else load_dataset(data, graph.inputs)
     cache_path = Path(cache) if cache is not None else None
     if ranges is None and cache_path is not None and cache_path.exists():
         ranges = Ranges.read(cache_path)  # fail on a corrupt cache before any TensorRT work
@@ -126,8 +134,8 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
     check_batch_size(graph.inputs, options.calib_batch_size)
 
     # fail fast (one line) where TensorRT cannot build at all, before any CPU-side model work
-    logger = make_logger(trt)
-    builder = create_builder(trt, logger)
+    pg = polygraphy_backend.backend(trt)
+    create_builder(trt)
     # The profile is decided by --shapes and the data, so it is computed before the cache lookup
     # and goes into the key (a rebuild with other data must not hit an engine sized for the old).
     profile_dims = compute_profile(graph.inputs, dataset, options)
@@ -136,11 +144,8 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
         notes += more
     else:
         onnx_model = graph.model
+    # the model as qbench holds it (weights inline, which the 2 GB protobuf limit bounds: docs/TENSORRT.md)
     onnx_bytes = onnx_model.SerializeToString()
-    # 10.x parses the model file's own graph, so TensorRT can resolve external-data weights
-    # relative to the file; 11.x parses a typed copy made in memory (weights inline, which the
-    # 2 GB protobuf limit bounds: see docs/TENSORRT.md).
-    parse_path = str(Path(model)) if path == "v10" and isinstance(model, (str, Path)) else None
 
     result = BuildResult(b"", str(trt.__version__), path, describe_path(trt), precision, notes=notes)
     if options.engine_cache is not None:
@@ -150,9 +155,9 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
         if calibrating and data_key is None:
             notes.append("engine cache skipped: the calibration data is not a data folder qbench can fingerprint")
         else:
-            gpu = _gpu_name(backend)
             key = cache_key(onnx_bytes, precision, ranges.to_trt_cache() if ranges is not None else None,
-                            str(trt.__version__), gpu, _options_for_key(options), profile=profile_dims, data=data_key)
+                            str(trt.__version__), _gpu_name(backend), _options_for_key(options), profile=profile_dims,
+                            data=data_key)
             result.cache_key = key
             hit = EngineCache(options.engine_cache).get(key)
             if hit is not None:
@@ -160,129 +165,116 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
                 result.capture = cap.plan_for_cached(options.capture)
                 return result
 
-    network = (_build_network_v11 if path == "v11" else _build_network_v10)(trt, builder)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_bytes, path=parse_path):
-        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-        raise QbenchError(f"TensorRT's ONNX parser rejected the model: {errors[0] if errors else 'no detail'}"
-                          + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    profile = _add_profile(builder, network, config, profile_dims)
-    timing = _load_timing_cache(config, options.timing_cache)
+    plans: list = []
+    network = pg.NetworkFromOnnxBytes(onnx_bytes, strongly_typed=path == "v11",
+                                      mark_unfused_tensors_as_debug_tensors=options.capture == "unfused")
+    network = pg.PostprocessNetwork(network, lambda network: plans.append(
+        cap.mark_network(network, options.capture, options.capture_tensors)), "qbench capture")
     calibrator = None
-    try:
-        if path == "v10":
-            calibrator = _configure_v10(trt, config, network, precision, profile, dataset, ranges, cache_path, options, backend)
-        result.capture = cap.mark_network(network, options.capture, options.capture_tensors)
-        serialized = builder.build_serialized_network(network, config)
-    finally:
-        # the calibrator holds device buffers; free them even when the build raises
-        if calibrator is not None:
-            _release_calibrator_v10(config, calibrator)
+    if path == "v10" and options.layer_precisions:
+        network = pg.PostprocessNetwork(network, lambda network: _require_layers(network, options.layer_precisions),
+                                        "qbench layer names")
+        network = pg.SetLayerPrecisions(network, {name: getattr(trt, LAYER_TYPES[p])
+                                                  for name, p in options.layer_precisions.items()})
+    if path == "v10" and precision == "int8":
+        calibrator = _calibrator_v10(trt, graph, dataset, ranges, cache_path, profile_dims, options, backend)
+    config = pg.CreateConfig(**_config_keywords(trt, path, precision, options, profile_dims, calibrator, pg))
+    with contextlib.ExitStack() as stack:
+        # Polygraphy writes the timing cache in place; it writes a temporary file here instead, which
+        # replaces the cache only after a build (the cache it started from is in the one it writes)
+        timing_out = stack.enter_context(atomic.atomic_path(options.timing_cache)) if options.timing_cache else None
+        if timing_out is not None:  # Polygraphy's lock file beside the temporary file would stay behind
+            stack.callback(Path(f"{timing_out}.lock").unlink, missing_ok=True)
+        build = pg.EngineBytesFromNetwork(network, config=config, save_timing_cache=str(timing_out) if timing_out else None)
+        try:
+            serialized = polygraphy_backend.call(build, f"TensorRT could not build the {precision} engine")
+        finally:
+            # the calibrator holds device buffers; free them even when the build raises
+            if calibrator is not None:
+                calibrator.free()
     if calibrator is not None:
         calibrator.raise_error()
         result.ranges_written = calibrator.written
-    if serialized is None:
-        why = logger.errors[-1] if logger.errors else "no error message from TensorRT"
-        raise QbenchError(f"TensorRT could not build the {precision} engine: {why}")
-    result.engine = bytes(serialized)
-    if timing is not None and options.timing_cache is not None:
-        atomic.write_bytes(options.timing_cache, bytes(config.get_timing_cache().serialize()))
+    result.engine = bytes(serialized)  # Polygraphy raised where TensorRT returned no engine
+    result.capture = plans[-1] if plans else cap.plan_for_cached(options.capture)
     if options.engine_cache is not None and result.cache_key:
         EngineCache(options.engine_cache).put(result.cache_key, result.engine,
                                               {"precision": precision, "trt": result.trt_version, "path": path, "model": graph.name})
     return result
 
 
-# -- TensorRT 10.x: builder flags ----------------------------------------------------------------
-def _build_network_v10(trt, builder):
-    # 10.x networks are explicit-batch by default; EXPLICIT_BATCH is deprecated there (gone in 11).
-    return builder.create_network(0)
-
-
-def _configure_v10(trt, config, network, precision, profile, dataset, ranges, cache_path, options, backend):
-    if precision == "fp16" or (precision == "int8" and options.fp16_fallback):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision != "int8":
-        return None
-    from qbench.tensorrt.calibrator import EntropyCalibrator
-
-    config.set_flag(trt.BuilderFlag.INT8)
-    dtypes = {}
-    for i in range(network.num_inputs):
-        t = network.get_input(i)
-        dtypes[t.name] = np.dtype(trt.nptype(t.dtype))
-    if dataset is not None:
-        source = dataset
-    else:
-        source = lambda: iter(())  # noqa: E731 - every scale comes from the ranges table
-    calibrator = EntropyCalibrator(source, batch_size=options.calib_batch_size, cache=cache_path, ranges=ranges,
-                                   input_dtypes=dtypes, backend=backend, limit=options.calib_limit, trt=trt)
-    config.int8_calibrator = calibrator
-    if profile is not None:
-        config.set_calibration_profile(profile)
-    _constrain_layers_v10(trt, config, network, options.layer_precisions)
-    return calibrator
-
-
 LAYER_TYPES = {"fp32": "float32", "fp16": "float16"}
 
 
-def _constrain_layers_v10(trt, config, network, layer_precisions: dict) -> list[str]:
-    """Pin the named layers to FP32/FP16 and make TensorRT obey (NVIDIA's developer guide, "Layer
-    Level Control of Precision": ``layer.precision`` + ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS``).
-    Returns the names no layer of the network carries (the parser names layers after ONNX nodes)."""
-    if not layer_precisions:
-        return []
-    unknown = sorted(set(layer_precisions.values()) - set(LAYER_TYPES))
-    if unknown:
-        raise QbenchError(f"layer precision must be one of {', '.join(LAYER_TYPES)}, not {unknown[0]!r}")
-    if "fp16" in layer_precisions.values():
-        config.set_flag(trt.BuilderFlag.FP16)
-    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    found = set()
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.name in layer_precisions:
-            layer.precision = getattr(trt, LAYER_TYPES[layer_precisions[layer.name]])
-            found.add(layer.name)
+def _config_keywords(trt, path: str, precision: str, options: BuildOptions, profile_dims: dict, calibrator, pg) -> dict:
+    """The keywords handed to Polygraphy's ``CreateConfig`` (tests/trt checks each against its signature).
+
+    ``tf32=True``: Polygraphy clears TensorRT's default TF32 flag unless asked, and qbench's FP32 engines
+    have always been built with TensorRT's defaults. 11.x has no FP16/INT8 flags and no precision
+    constraints flag: the typed model carries the precision there."""
+    keywords = {
+        "tf32": True,
+        "profiles": [_profile(pg, profile_dims)] if profile_dims else None,
+        "load_timing_cache": str(options.timing_cache) if options.timing_cache else None,
+        "profiling_verbosity": trt.ProfilingVerbosity.DETAILED,  # the inspector reports per-layer precision
+        "memory_pool_limits": {trt.MemoryPoolType.WORKSPACE: int(options.workspace_mb) << 20},
+    }
+    if path == "v10":
+        keywords["fp16"] = (precision == "fp16" or (precision == "int8" and options.fp16_fallback)
+                            or "fp16" in options.layer_precisions.values())
+        keywords["int8"] = precision == "int8"
+        keywords["calibrator"] = calibrator
+        # NVIDIA's developer guide, "Layer Level Control of Precision": layer.precision is obeyed only
+        # with OBEY_PRECISION_CONSTRAINTS
+        keywords["precision_constraints"] = "obey" if options.layer_precisions else None
+    return keywords
+
+
+def _profile(pg, profile_dims: dict):
+    profile = pg.Profile()
+    for name, (lo, opt, hi) in profile_dims.items():
+        profile.add(name, min=lo, opt=opt, max=hi)
+    return profile
+
+
+def _require_layers(network, layer_precisions: dict) -> None:
+    """Every layer kept in float must exist: a misspelt name would silently build an all-INT8 engine
+    (Polygraphy's SetLayerPrecisions only warns). The parser names layers after the ONNX nodes."""
+    found = {network.get_layer(i).name for i in range(network.num_layers)}
     missing = sorted(set(layer_precisions) - found)
     if missing:
         raise QbenchError(f"no TensorRT layer named {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                           + ": the ONNX parser names layers after the model's nodes; build from the int8-best folder's model.onnx")
-    return missing
 
 
-def _release_calibrator_v10(config, calibrator):
-    calibrator.free()
-    # the config keeps the Python calibrator alive through the bindings; drop it with its buffers
-    config.int8_calibrator = None
+# -- TensorRT 10.x: the entropy calibrator -----------------------------------------------------------
+def _calibrator_v10(trt, graph: ModelGraph, dataset, ranges, cache_path, profile_dims: dict, options: BuildOptions, backend):
+    """qbench's IInt8EntropyCalibrator2, fed batches of the calibration profile's OPT shape (the profile
+    Polygraphy sets as calibration profile is the only one qbench gives)."""
+    opt_shapes = {}
+    for spec in graph.inputs:
+        if spec.name in profile_dims:
+            opt_shapes[spec.name] = tuple(profile_dims[spec.name][1])
+        elif not is_dynamic(spec):
+            opt_shapes[spec.name] = tuple(int(d) for d in spec.shape)
+    source = dataset if dataset is not None else (lambda: iter(()))  # every scale comes from the ranges table
+    return EntropyCalibrator(source, batch_size=options.calib_batch_size, cache=cache_path, ranges=ranges,
+                             input_dtypes={s.name: s.dtype for s in graph.inputs}, opt_shapes=opt_shapes, backend=backend,
+                             limit=options.calib_limit, trt=trt)
 
 
 # -- TensorRT 11.x: strongly typed networks ------------------------------------------------------
-def _build_network_v11(trt, builder):
-    return builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-
-
 def _typed_model_v11(graph: ModelGraph, precision: str, ranges, dataset, options):
     notes = []
     if precision == "fp32":
         return graph.model, ranges, notes
     if precision == "fp16":
-        from qbench.tensorrt.typed_models import fp16_typed_model
-
         notes.append("11.x FP16: strongly typed network from a float16-typed copy of the model")
         return fp16_typed_model(graph), ranges, notes
     if ranges is None:
-        from qbench.calibrate import calibrate
-
         ranges = calibrate(graph, dataset, method="entropy", batch_size=options.calib_batch_size,
                            limit=options.calib_limit, progress=False)
         notes.append("11.x INT8: ranges computed by qbench on the CPU (entropy), TensorRT 11 has no calibrator")
-    from qbench.simulate import build_int8_model
-
     notes.append("11.x INT8: strongly typed network from qbench's Q/DQ model; unquantized layers run in FP32")
     keep = list(options.layer_precisions)
     if keep:
@@ -291,44 +283,7 @@ def _typed_model_v11(graph: ModelGraph, precision: str, ranges, dataset, options
 
 
 # -- shared ----------------------------------------------------------------------------------------
-def _dataset(data, graph: ModelGraph):
-    if data is None or hasattr(data, "batches"):
-        return data
-    from qbench.data import load_dataset
-
-    return load_dataset(data, graph.inputs)
-
-
-def _add_profile(builder, network, config, profile_dims: dict):
-    """One optimization profile covering every dynamic network input, or None when all shapes are fixed."""
-    dynamic = {}
-    for i in range(network.num_inputs):
-        t = network.get_input(i)
-        shape = tuple(t.shape)
-        if any(d < 0 for d in shape):
-            dynamic[t.name] = shape
-    if not dynamic:
-        return None
-    profile = builder.create_optimization_profile()
-    for name, shape in dynamic.items():
-        if name not in profile_dims:
-            raise QbenchError(f"input {name!r} has dynamic shape {shape}: give --shapes or calibration data to size it")
-        lo, opt, hi = profile_dims[name]
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    return profile
-
-
-def _load_timing_cache(config, path: Path | None):
-    data = Path(path).read_bytes() if path is not None and Path(path).exists() else b""
-    cache = config.create_timing_cache(data)
-    config.set_timing_cache(cache, False)
-    return cache
-
-
 def _gpu_name(backend) -> str:
-    from qbench.tensorrt.device_buffers import default_backend
-
     try:
         return (backend or default_backend()).device_name()
     except QbenchError:

@@ -5,7 +5,20 @@
 feeds qbench's calibration batches, from the same ``Dataset.batches`` the CPU calibrator reads, into
 one device buffer per input, and answers ``get_batch(names)`` with their addresses in the order
 TensorRT asks. The calibration cache goes through qbench's ranges table both ways, so a cache made on
-the CPU can feed an engine build and a cache TensorRT writes can be read by every CPU stage.
+the CPU can feed an engine build and a cache TensorRT writes can be read by every CPU stage. The
+builder hands it to Polygraphy's ``CreateConfig(calibrator=...)``, which sets it on the builder config
+with the calibration profile.
+
+Why this is qbench's and not Polygraphy's ``Calibrator``: qbench's data pipeline, the ranges-table cache
+in both directions, the pycuda device memory users asked for, and TensorRT's rules enforced with one
+clear error where Polygraphy's calibrator ends calibration silently (it returns None on any error):
+- every non-index input (float16 and bfloat16 ones included) is fed as float32, index inputs (int32,
+  int64, bool) in their own type: TensorRT reads calibration data as float32 whatever the network
+  input's type (``calibration_dtype``; docs/TENSORRT.md cites the source);
+- every batch must have the calibration profile's OPT shape, the only shape TensorRT calibrates with
+  (Polygraphy's ``get_input_metadata_from_network(..., force_opt_shapes=True)`` states the same); a
+  batch of another shape would be read with the wrong layout, so it is an error, except a short last
+  batch, which is left out with a warning saying how many samples were not used.
 
 Verified here: subclassing and instantiating under the real 10.16.1.11 bindings, and ``get_batch``
 returning addresses whose bytes equal the batch (host allocator, tests/trt) and device addresses
@@ -16,6 +29,7 @@ C++ builder actually calling these methods during a real calibration.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -23,6 +37,11 @@ import numpy as np
 
 from qbench.errors import QbenchError
 from qbench.ranges import Ranges
+from qbench.tensorrt._import import cache_header, import_trt
+from qbench.tensorrt.device_buffers import default_backend
+
+log = logging.getLogger(__name__)
+INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.bool_))
 
 TRT_PATH = "v10"  # conformance tests: every TensorRT name in this module must exist in 10.x
 
@@ -34,22 +53,21 @@ def EntropyCalibrator(
     cache: str | Path | None = None,
     ranges: Ranges | None = None,
     input_dtypes: dict[str, np.dtype] | None = None,
+    opt_shapes: dict[str, tuple] | None = None,
     backend=None,
     limit: int | None = None,
     trt=None,
 ):
     """Make a calibrator.
 
-    batches: a ``qbench.data.Dataset`` (its ``batches(batch_size, limit)`` is used, and re-read on
-        ``reset()``) or a callable returning an iterator of {input name: array} batches.
+    batches: a ``qbench.data.Dataset`` (its ``batches(batch_size, limit)`` is read) or a callable
+        returning an iterator of {input name: array} batches.
     cache: path of the calibration cache, read before calibrating (a TensorRT cache or qbench ranges
         JSON) and written, atomically, after. ``ranges`` gives the table directly instead.
-    input_dtypes: the dtype each network input wants (the builder passes the network's); batches are
-        cast to it. backend: a device_buffers backend (default: pycuda, else cuda-python).
+    input_dtypes: each network input's dtype; batches are fed as ``calibration_dtype`` of it (float32
+        for every non-index input). opt_shapes: each input's shape in the calibration profile (OPT);
+        every batch must have it. backend: a device_buffers backend (default: pycuda, else libcudart).
     """
-    from qbench.tensorrt._import import cache_header, import_trt
-    from qbench.tensorrt.device_buffers import default_backend
-
     trt = trt or import_trt()
     base = getattr(trt, "IInt8EntropyCalibrator2", None)
     if base is None:  # TensorRT 11 removed implicit INT8; builder.py takes the strongly typed path there
@@ -72,9 +90,10 @@ def EntropyCalibrator(
             self.batch_size = int(batch_size)
             self.cache_path = Path(cache) if cache is not None else None
             self.ranges = ranges
-            self.input_dtypes = {k: np.dtype(v) for k, v in (input_dtypes or {}).items()}
+            self.input_dtypes = {k: calibration_dtype(v) for k, v in (input_dtypes or {}).items()}
+            self.opt_shapes = {k: tuple(int(d) for d in v) for k, v in (opt_shapes or {}).items()}
             self.backend = backend if backend is not None else default_backend()
-            self.buffers = {}
+            self.buffers: dict[str, tuple[int, int]] = {}  # input name -> (device address, bytes)
             self.batches_served = 0
             self.error: Exception | None = None  # raised by the builder after TensorRT returns
             self.written: Ranges | None = None
@@ -131,34 +150,50 @@ def EntropyCalibrator(
                     raise QbenchError("calibration data gave no batch") from None
                 self.free()
                 return None
-            lead = {np.shape(v)[0] if np.ndim(v) else 1 for v in batch.values()}
-            if self.batches_served and max(lead) < self.batch_size:
-                # a short last batch would not match the engine's calibration shape: stop here
+            if self._short_last_batch(batch):
                 self.free()
                 return None
             pointers = []
             for name in names:
                 if name not in batch:
                     raise QbenchError(f"calibration data has no array for network input {name!r} (has {sorted(batch)})")
-                arr = np.ascontiguousarray(batch[name], dtype=self.input_dtypes.get(name, np.asarray(batch[name]).dtype))
-                buf = self.buffers.get(name)
-                if buf is None or buf.nbytes < arr.nbytes:
-                    if buf is not None:
-                        buf.free()
-                    buf = self.buffers[name] = self.backend.alloc(arr.nbytes)
-                buf.copy_from_host(arr)  # synchronous: the data is on the device when we return
-                pointers.append(int(buf.ptr))
+                arr = np.ascontiguousarray(batch[name], dtype=self.input_dtypes.get(name, calibration_dtype(np.asarray(batch[name]).dtype)))
+                want = self.opt_shapes.get(name)
+                if want is not None and tuple(arr.shape) != want:
+                    raise QbenchError(f"calibration batch {self.batches_served + 1}: input {name!r} has shape "
+                                      f"{'x'.join(map(str, arr.shape))}, but TensorRT calibrates at the calibration "
+                                      f"profile's OPT shape {'x'.join(map(str, want))} and would read other shapes with the "
+                                      "wrong layout: give samples of one size or --shapes with that OPT shape")
+                ptr, size = self.buffers.get(name, (0, 0))
+                if size < arr.nbytes:  # grow; a batch of the same size reuses the buffer
+                    if ptr:
+                        self.backend.free(ptr)
+                    ptr, size = self.buffers[name] = (int(self.backend.malloc(arr.nbytes)), arr.nbytes)
+                self.backend.htod(ptr, arr)  # synchronous: the data is on the device when we return
+                pointers.append(ptr)
             self.batches_served += 1
             return pointers
 
-        def reset(self):
-            self.free()
-            self._iter = None
-            self.batches_served = 0
+        def _short_last_batch(self, batch) -> bool:
+            """True for the last batch when it only lacks samples (a dataset whose size is not a multiple
+            of the batch size): it is left out, and the warning says so."""
+            short = [n for n, want in self.opt_shapes.items() if n in batch and np.ndim(batch[n])
+                     and np.shape(batch[n])[1:] == want[1:] and np.shape(batch[n])[0] < want[0]]
+            if not short or not self.batches_served:
+                return False
+            try:
+                following = next(self._iter)
+            except StopIteration:
+                log.warning("calibration: the last batch holds %d sample(s), fewer than the batch size %d; "
+                            "TensorRT calibrates at one shape, so they were left out",
+                            int(np.shape(batch[short[0]])[0]), self.batch_size)
+                return True
+            self._iter = _chain_one(following, self._iter)
+            return False
 
         def free(self):
-            for buf in self.buffers.values():
-                buf.free()
+            for ptr, _ in self.buffers.values():
+                self.backend.free(ptr)
             self.buffers.clear()
 
         def raise_error(self):
@@ -169,3 +204,17 @@ def EntropyCalibrator(
                 raise QbenchError(f"calibration failed: {type(err).__name__}: {err}")
 
     return _EntropyCalibrator()
+
+
+def calibration_dtype(dtype) -> np.dtype:
+    """The type TensorRT reads a calibration input in: the input's own type for index inputs (int32,
+    int64, bool), float32 for every other input (float16, bfloat16, uint8, ...). The rule and the set
+    of index types are those of Polygraphy's ``Calibrator.set_input_metadata`` (0.50.3 to 0.53.6),
+    which states "TensorRT requires non-index calibration inputs to be provided in float32"."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype in INDEX_DTYPES else np.dtype(np.float32)
+
+
+def _chain_one(first, rest):
+    yield first
+    yield from rest

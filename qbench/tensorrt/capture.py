@@ -1,28 +1,30 @@
 """Layer-wise capture from a TensorRT engine, for the comparator. Three modes, and the report must
 say which one produced the data, because they measure different engines:
 
-- "unfused": ``mark_unfused_tensors_as_debug_tensors`` (10.x and 11.x). Keeps the deployed
-  fusions, so the numbers are those of the engine you ship; but only tensors that survive fusion
-  are emitted, under TensorRT's internal names (the inspector's), so some ONNX tensors have no match.
-- "debug": ``mark_debug`` on the chosen ONNX tensors, delivered through an ``IDebugListener`` under
-  their ONNX names. TensorRT documents that marked debug tensors can prevent fusions across them.
-- "outputs": the classic mode, every chosen tensor marked as a network output. This changes the
-  engine (fusions broken, extra copies, possibly other tactics and precisions): it shows where error
-  appears, not exactly the error of the deployed engine.
+- "unfused": ``mark_unfused_tensors_as_debug_tensors`` (10.x and 11.x; Polygraphy's network loader
+  keyword of that name). Keeps the deployed fusions, so the numbers are those of the engine you ship;
+  but only tensors that survive fusion are emitted, under TensorRT's internal names (the inspector's),
+  so some ONNX tensors have no match. The runner sets the context's ``unfused_tensors_debug_state``.
+- "debug": ``mark_debug`` on the chosen ONNX tensors (Polygraphy's ``MarkDebug``), delivered through
+  Polygraphy's TrtRunner debug listener under their ONNX names. TensorRT documents that marked debug
+  tensors can prevent fusions across them.
+- "outputs": the classic mode, every chosen tensor marked as a network output (Polygraphy's
+  ``ModifyNetworkOutputs(outputs=MARK_ALL)``, which leaves loop bodies alone: TensorRT cannot mark a
+  tensor inside a loop as an output). This changes the engine (fusions broken, extra copies, possibly
+  other tactics and precisions): it shows where error appears, not exactly the error of the deployed
+  engine.
 
-Checked here: the names exist in the real 10.16/11.4 bindings; the listener class subclasses the real
-``trt.IDebugListener`` and copies host-located data through a real capsule. NEVER run: a real engine
-emitting debug tensors.
+What stays qbench's (Polygraphy has no notion of it): the plan of what was marked and the note the
+report prints, and "every tensor" for debug mode (MarkDebug needs names), excluding network outputs.
+Checked here under the real 10.16/11.4 bindings with a network double whose layers carry real
+``trt.LayerType`` values (tests/trt). NEVER run: a real engine emitting debug tensors.
 """
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from qbench.errors import QbenchError
+from qbench.tensorrt import polygraphy_backend
 
 NOTES = {
     "none": "no layer-wise capture (network outputs only)",
@@ -51,67 +53,39 @@ def _layer_outputs(network):
             yield layer.get_output(j)
 
 
+def _outputs(network) -> list[str]:
+    return [network.get_output(i).name for i in range(network.num_outputs)]
+
+
 def mark_network(network, mode: str, names: list[str] | None = None) -> CapturePlan:
-    """Mark tensors of ``network`` for ``mode``; return what was marked."""
+    """Mark tensors of ``network`` for "debug" or "outputs" through Polygraphy's loaders; return what was
+    marked ("unfused" is a network-creation flag, set by the builder's network loader)."""
     plan = CapturePlan(mode, [], NOTES[mode])
-    if mode == "none":
+    if mode not in ("debug", "outputs"):
         return plan
-    if mode == "unfused":
-        if not network.mark_unfused_tensors_as_debug_tensors():
-            raise QbenchError("TensorRT refused to mark unfused tensors as debug tensors")
-        return plan
+    pg = polygraphy_backend.backend()
     wanted = set(names) if names else None
-    outputs = {network.get_output(i).name for i in range(network.num_outputs)}
-    for tensor in _layer_outputs(network):
-        if tensor.name in outputs or (wanted is not None and tensor.name not in wanted):
-            continue
-        ok = network.mark_debug(tensor) if mode == "debug" else (network.mark_output(tensor) or True)
-        if ok:
-            plan.marked.append(tensor.name)
+    originals = _outputs(network)
+    if mode == "debug":
+        chosen = [t.name for t in _layer_outputs(network)
+                  if t.name not in originals and (wanted is None or t.name in wanted)]
+        if chosen:
+            polygraphy_backend.call(pg.MarkDebug((None, network), mark_debug=chosen), "cannot mark debug tensors")
+        plan.marked = chosen
+    else:
+        kept = [network.get_output(i) for i in range(network.num_outputs)]
+        polygraphy_backend.call(pg.ModifyNetworkOutputs((None, network), outputs=polygraphy_backend.mark_all()),
+                                "cannot mark tensors as outputs")
+        for i in reversed(range(network.num_outputs)):  # keep what was asked, and the model's outputs
+            tensor = network.get_output(i)
+            if wanted is not None and tensor.name not in wanted and tensor.name not in originals:
+                network.unmark_output(tensor)
+        for tensor in kept:  # Polygraphy re-marks layer outputs only (not constant or shape layers')
+            if tensor.name not in _outputs(network):
+                network.mark_output(tensor)
+        plan.marked = [n for n in _outputs(network) if n not in originals]
     if wanted is not None:
-        missing = wanted - set(plan.marked) - outputs
+        missing = wanted - set(plan.marked) - set(originals)
         if missing:
-            plan.note += f"; {len(missing)} requested tensors not found in the TensorRT network"
+            plan.note += f"; {len(missing)} requested tensors not found in the TensorRT network (or inside a loop)"
     return plan
-
-
-def capsule_pointer(addr) -> int:
-    """The address inside the capsule TensorRT passes to process_debug_tensor (ints pass through)."""
-    if isinstance(addr, int):
-        return addr
-    api = ctypes.pythonapi
-    api.PyCapsule_GetName.restype = ctypes.c_char_p
-    api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    name = api.PyCapsule_GetName(addr)
-    ptr = api.PyCapsule_GetPointer(addr, name)
-    if not ptr:
-        raise QbenchError("debug tensor callback gave an empty address")
-    return int(ptr)
-
-
-def make_debug_listener(trt, backend):
-    """An ``IDebugListener`` that copies every debug tensor it is shown into ``.tensors``."""
-
-    class _Collector(trt.IDebugListener):
-        def __init__(self):
-            trt.IDebugListener.__init__(self)
-            self.tensors: dict[str, np.ndarray] = {}
-            self.skipped: dict[str, str] = {}
-
-        def process_debug_tensor(self, addr, location, type, shape, name, stream):  # noqa: A002 - TensorRT's names
-            try:
-                dtype = np.dtype(trt.nptype(type))
-            except TypeError:
-                self.skipped[name] = f"dtype {type} has no numpy equivalent"
-                return
-            arr = np.empty(tuple(int(d) for d in shape), dtype=dtype)
-            ptr = capsule_pointer(addr)
-            if location == trt.TensorLocation.HOST:
-                ctypes.memmove(arr.ctypes.data, ptr, arr.nbytes)
-            else:
-                backend.dtoh(arr, ptr, int(stream))  # the address is valid only during this callback
-            self.tensors[name] = arr
-
-    return _Collector()

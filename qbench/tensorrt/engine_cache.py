@@ -2,7 +2,8 @@
 handed to the parser, the precision, the ranges, the TensorRT version, the GPU, the build
 options, the optimization profile (which the data can decide) and, where TensorRT calibrates
 (10.x INT8 without a ranges table), a digest of the calibration data. A key never matches an engine built by another TensorRT or for another GPU, which would
-fail to deserialize (or, worse, run slower than it should)."""
+fail to deserialize (or, worse, run slower than it should). Polygraphy has no engine cache (only the
+timing cache, which qbench hands to it)."""
 
 from __future__ import annotations
 

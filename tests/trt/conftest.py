@@ -1,5 +1,7 @@
 """Conformance tier: the REAL TensorRT Python bindings of each targeted version, loaded over null
-libraries built here from nulltrt.c (TensorRT's own libraries cannot be installed in this workplace).
+libraries built here from nulltrt.c (TensorRT's own libraries cannot be installed in this workplace),
+with the host-memory stand-in for the CUDA runtime built from hostcudart.c (a test vehicle, not a GPU)
+on the library path, so Polygraphy's CUDA wrapper and qbench's calibrator backend load it.
 
 Both bindings wheels install the module ``tensorrt_bindings``, so each check runs in a subprocess
 with PYTHONPATH=.trt-bindings/<major> and LD_LIBRARY_PATH=<null libraries of that major>.
@@ -22,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 BINDINGS = REPO / ".trt-bindings"
 VERSIONS = {"10": "10.16.1.11", "11": "11.4.0.106"}
 NULL_SOURCE = Path(__file__).with_name("nulltrt.c")
+CUDART_SOURCE = Path(__file__).with_name("hostcudart.c")
 LIBS = {"NULLTRT_NVINFER": "libnvinfer", "NULLTRT_ONNXPARSER": "libnvonnxparser", "NULLTRT_PLUGIN": "libnvinfer_plugin"}
 
 
@@ -46,6 +49,12 @@ def null_libs(tmp_path_factory) -> dict[str, Path]:
             subprocess.run([gcc, "-shared", "-fPIC", "-O1", f"-D{define}", f"-Wl,-soname,{soname}",
                             "-o", str(folder / soname), str(NULL_SOURCE)], check=True)
         out[major] = folder
+    # the CUDA runtime stand-in, named as the real one so Polygraphy's search (libcudart.so*) finds it
+    cudart = root / "cudart"
+    cudart.mkdir()
+    subprocess.run([gcc, "-shared", "-fPIC", "-O1", "-Wl,-soname,libcudart.so.13", "-o", str(cudart / "libcudart.so.13"),
+                    str(CUDART_SOURCE)], check=True)
+    out["cudart"] = cudart
     return out
 
 
@@ -60,7 +69,8 @@ def major(request) -> str:
 def trt_env(major: str, null_libs: dict[str, Path]) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(BINDINGS / major), str(REPO)])
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(null_libs[major]), env.get("LD_LIBRARY_PATH", "")]))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(null_libs[major]), str(null_libs["cudart"]),
+                                                          env.get("LD_LIBRARY_PATH", "")]))
     env["QBENCH_TRT_MODULE"] = "tensorrt_bindings"
     env.pop("QBENCH_CUDA_BACKEND", None)
     return env

@@ -8,18 +8,29 @@
  * trt.volume, trt.Logger and Python subclasses of the real interface classes all work; creating a
  * Builder/Runtime fails cleanly (the bindings see NULL and raise), and nothing is ever computed.
  *
+ * When NULLTRT_TRACE names a file, every factory appends its name to it, so a test can see which
+ * TensorRT entry points qbench (through the bindings and Polygraphy) reached.
+ *
  * Compile once per library with -DNULLTRT_NVINFER, -DNULLTRT_ONNXPARSER or -DNULLTRT_PLUGIN and the
  * matching -Wl,-soname (tests/trt/conftest.py does this in a session fixture).
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
+static void trace(const char *name) {
+    const char *path = getenv("NULLTRT_TRACE");
+    FILE *f = path ? fopen(path, "a") : NULL;
+    if (f) { fprintf(f, "%s\n", name); fclose(f); }
+}
+
 #ifdef NULLTRT_NVINFER
-EXPORT void *createInferBuilder_INTERNAL(void *logger, int32_t version) { (void)logger; (void)version; return NULL; }
-EXPORT void *createInferRuntime_INTERNAL(void *logger, int32_t version) { (void)logger; (void)version; return NULL; }
+EXPORT void *createInferBuilder_INTERNAL(void *logger, int32_t version) { (void)logger; (void)version; trace("createInferBuilder"); return NULL; }
+EXPORT void *createInferRuntime_INTERNAL(void *logger, int32_t version) { (void)logger; (void)version; trace("createInferRuntime"); return NULL; }
 EXPORT void *createInferRefitter_INTERNAL(void *engine, void *logger, int32_t version) { (void)engine; (void)logger; (void)version; return NULL; }
 EXPORT void *getPluginRegistry(void) { return NULL; }
 EXPORT void *getBuilderPluginRegistry(int32_t capability) { (void)capability; return NULL; }
@@ -32,5 +43,5 @@ EXPORT int32_t getNvOnnxParserVersion(void) { return 0; }
 #endif
 
 #ifdef NULLTRT_PLUGIN
-EXPORT bool initLibNvInferPlugins(void *logger, const char *ns) { (void)logger; (void)ns; return false; }
+EXPORT bool initLibNvInferPlugins(void *logger, const char *ns) { (void)logger; (void)ns; trace("initLibNvInferPlugins"); return false; }
 #endif
