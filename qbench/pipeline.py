@@ -2,7 +2,8 @@
 
 ``run_pipeline`` is what ``qbench run`` and ``qbench demo`` call; every stage is also usable alone
 from its own module. Candidates here are ONNX Runtime CPU simulations of INT8 (explicit Q/DQ from the
-calibrated ranges) and FP16 (values rounded through float16), compared with the FP32 reference.
+calibrated ranges) and FP16 (values rounded through float16), compared with the FP32 reference, all
+in one pass over the samples (``qbench.compare.stream``: the reference runs once per sample).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from qbench.advise import Thresholds, evaluate, recommend, shipped_from_search
 from qbench.calibrate import calibrate
 from qbench.compare import compare_precision
 from qbench.compare.entry import dataset_judge
+from qbench.compare.stream import compare_together
 from qbench.data import load_dataset
 from qbench.defaults import PRECISIONS
 from qbench.format_stage import run_worst_variants, with_range_note
@@ -111,12 +113,23 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
 
     candidates, comparisons = [], {}
     reference = OrtRunner(graph, name="fp32")  # one FP32 session for every candidate
-    for precision in cfg.precisions:
-        if precision == "fp16" and cfg.fp16_mode == "worst":
-            continue  # only the worst-mode candidate, added by the FP16 stage below
-        comparison = compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float, reference=reference,
-                                       limit=cfg.compare_limit, progress=cfg.progress, judge=judge,
-                                       placement=_placement(cfg), format_options=cfg.format_options)
+    # only the worst-mode FP16 candidate with --fp16-mode worst, added by the FP16 stage below
+    compared = [p for p in cfg.precisions if not (p == "fp16" and cfg.fp16_mode == "worst")]
+
+    def job(precision, placement=None):
+        return lambda ref, stream: compare_precision(graph, dataset, precision, ranges, keep_float=cfg.keep_float,
+                                                     reference=ref, limit=cfg.compare_limit, progress=cfg.progress,
+                                                     judge=judge, placement=placement or _placement(cfg), stream=stream,
+                                                     format_options=cfg.format_options)
+
+    # every candidate in one pass over the samples: the FP32 reference runs once per sample; INT8 with
+    # the worst placement too when --placement both asks for it (its verdict is only compared below)
+    jobs = [job(p) for p in compared]
+    if cfg.placement == "both" and "int8" in compared:
+        jobs.append(job("int8", placement="worst"))
+    results = compare_together(reference, dataset, jobs, limit=cfg.compare_limit, progress=cfg.progress)
+    int8_worst = results.pop() if len(jobs) > len(compared) else None
+    for precision, comparison in zip(compared, results):
         comparison.save(out / precision)
         comparisons[precision] = comparison
         meta = dict(comparison.meta)
@@ -128,8 +141,7 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         echo(f"qbench: {precision}: diagnosis: {comparison.diagnosis_line()}")
 
     if cfg.placement == "both" and "int8" in comparisons:
-        note = _placement_disagreement(cfg, graph, dataset, ranges, candidates[cfg.precisions.index("int8")], reference,
-                                       judge)
+        note = _placement_disagreement(candidates[cfg.precisions.index("int8")], int8_worst)
         if note:
             echo(f"qbench: warning: {note}")
             hazards.append(note)
@@ -236,10 +248,9 @@ def _placement(cfg: RunConfig) -> str:
     return "likely" if cfg.placement == "both" else cfg.placement
 
 
-def _placement_disagreement(cfg: RunConfig, graph, dataset, ranges, likely, reference, judge) -> str | None:
-    """Run INT8 with the worst placement too; a sentence when its verdict differs from the likely one."""
-    worst = compare_precision(graph, dataset, "int8", ranges, keep_float=cfg.keep_float, reference=reference,
-                              limit=cfg.compare_limit, progress=cfg.progress, placement="worst", judge=judge)
+def _placement_disagreement(likely, worst) -> str | None:
+    """A sentence when INT8's verdict with the worst placement (``worst``, a Comparison made in the
+    run's one pass) differs from the likely one's (``likely``, its CandidateResult)."""
     worst_candidate = CandidateResult("int8", worst.tensors, worst.findings, worst.unmatched, dict(worst.meta),
                                       task=worst.task)
     # the verdicts themselves (pass / fail / inconclusive), as the recommendation reads them

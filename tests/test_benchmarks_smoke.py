@@ -21,13 +21,11 @@ def _calibrate(out: str) -> None:
     costs = re.search(r"histogram fold: ([0-9.]+) ns .* \(np.max\): ([0-9.]+) ns; the 1.2x target leaves ([0-9.]+) ns", out)
     assert costs and all(float(v) > 0 for v in costs.groups()), out
 
-
 def _judge(out: str) -> None:
     ratios = dict(re.findall(r"ratio (\w+) / without: ([0-9.]+) wall-clock, [0-9.]+ CPU time", out))
     assert set(ratios) == {"generic", "segment"} and all(float(r) > 0 for r in ratios.values()), out
     # the judged runs really judged: their comparisons report time spent in the task judge
     assert re.search(r"^generic\s.*int8 [0-9.]+, fp16 [0-9.]+", out, re.M), out
-
 
 def _sweep(out: str) -> None:
     assert re.search(r"^cells: 2 \(1 sample\(s\) each\)", out, re.M), out
@@ -39,7 +37,6 @@ def _sweep(out: str) -> None:
     cap = re.search(r"at ([0-9.]+)x the throughput of one .* no pool can beat ([0-9.]+)", out)
     # (both printed to 2 decimals: their product is 1 within the rounding, e.g. 0.33 x 3.03 on a busy machine)
     assert cap and float(cap.group(1)) > 0 and abs(float(cap.group(1)) * float(cap.group(2)) - 1) < 0.03, out
-
 
 def _sweep_ray(out: str) -> None:
     assert re.search(r"^cells: 2 \(1 sample\(s\) each\), .*Ray worker nodes: 2 x 1 CPU", out, re.M), out
@@ -53,18 +50,22 @@ def _sweep_ray(out: str) -> None:
     peaks = re.search(r"Ray worker per cell ([0-9, ]+) MB", out)
     assert peaks and len(peaks.group(1).split(",")) == 2 and all(float(v) > 50 for v in peaks.group(1).split(",")), out
 
+def _run_candidates(out: str) -> None:
+    one = re.search(r"ratio (\d+) candidates in one pass \(([^)]*)\) / int8 alone: ([0-9.]+) .*recomputing FP32 per "
+                    r"candidate: ([0-9.]+)", out)
+    assert one and int(one.group(1)) >= 3 and one.group(2).startswith("int8, fp16, fp16-worst"), out
+    assert float(one.group(3)) > 0 and float(one.group(4)) > 0, out
+    memory = re.search(r"ratio peak RSS at 4 / at 2 samples: ([0-9.]+)", out)
+    assert memory and float(memory.group(1)) > 0, out
 
 CHECKS = {"bench_calibrate.py": _calibrate, "bench_judge.py": _judge, "bench_sweep.py": _sweep,
-          "bench_sweep_ray.py": _sweep_ray}
-
+          "bench_sweep_ray.py": _sweep_ray, "bench_run_candidates.py": _run_candidates}
 
 def _param(path: Path):
     return pytest.param(path, id=path.name, marks=[pytest.mark.slow])
 
-
 def test_benchmarks_exist():
     assert SCRIPTS, "no benchmarks/*.py found"
-
 
 @pytest.mark.parametrize("script", [_param(p) for p in SCRIPTS])
 def test_benchmark_smoke(script, tmp_path):
@@ -77,7 +78,6 @@ def test_benchmark_smoke(script, tmp_path):
     # every benchmark prints ratios measured side by side
     assert re.search(r"ratio|\d\.\d+\s*[x×]", proc.stdout), proc.stdout[-2000:]
     CHECKS.get(script.name, lambda out: None)(proc.stdout)
-
 
 def test_readme_blocks_are_replaced_in_place_or_appended():
     sys.path.insert(0, str(REPO / "scripts"))

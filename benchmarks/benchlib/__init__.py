@@ -37,3 +37,19 @@ def in_child(target, *args) -> dict:
     result = queue.get()
     proc.join()
     return result
+
+
+def default_data_cycled(dest: Path, size: int, count: int) -> Path:
+    """``default_data_at`` with exactly ``count`` images: the bundled ones, cycled under new names
+    when more are asked for than are bundled (to measure how a stage scales with the samples)."""
+    data = default_data_at(dest, size)
+    folder = data / "images"
+    bundled = sorted(p for p in folder.iterdir() if not p.name.startswith("copy"))
+    for extra in sorted(folder.glob("copy*")):
+        extra.unlink()
+    for path in bundled[count:]:
+        path.unlink()
+    for i in range(max(0, count - len(bundled))):
+        source = bundled[i % len(bundled)]
+        shutil.copy(source, folder / f"copy{i:04d}_{source.name}")
+    return data

@@ -4,7 +4,8 @@ error is born (see ``comparator`` for the flow, ``replay`` for introduced vs inh
 Entry points: ``compare_runs`` for any two runners; ``compare_precision`` (FP32 vs simulated INT8 or
 FP16 of the same model), ``compare_models`` (FP32 vs another ONNX file), ``compare_imported``
 (FP32 vs TensorRT results saved by trtexec or Polygraphy elsewhere) and ``compare_engine`` (FP32 vs a
-TensorRT engine, where TensorRT exists) build the runners.
+TensorRT engine, where TensorRT exists) build the runners. ``stream.compare_together`` runs several
+of them in one pass over the samples, the FP32 reference once per sample.
 """
 
 from qbench.compare.comparator import compare_runs

@@ -152,7 +152,7 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
                  make_candidate_model: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
                  precision: str | None = None, ranges=None, quantized: Iterable[str] | None = None,
                  tensors: Iterable[str] | None = None, progress: bool = True, workers: int | None = None,
-                 judge=None, pictures: int = 4) -> Comparison:
+                 judge=None, pictures: int = 4, stream=None) -> Comparison:
     """Compare ``candidate`` against ``reference`` tensor by tensor over the samples of ``dataset``.
 
     ``reference``/``candidate``: runners (``.name``, ``.run(feed) -> {tensor: array}``) capturing
@@ -165,169 +165,230 @@ def compare_runs(graph: ModelGraph, reference, candidate, dataset, *, limit: int
     ``judge``: a task judge (``qbench.judge.make_judge``); each sample's graph outputs go to its
     accumulator and the result is ``Comparison.task``, with pictures of the ``pictures`` worst
     samples for the report (``qbench.compare.tap``).
+    ``stream``: a shared pass over the samples (``qbench.compare.stream``) that runs the FP32
+    reference once per sample for several candidates; this candidate joins it, and the samples
+    (``dataset``, ``limit``) are the stream's. Without one, this comparison runs its own pass.
     """
     th = thresholds or Thresholds()
     if limit is not None and limit < 1:
         raise QbenchError(f"--limit must be at least 1, not {limit}")
-    stats = _PrecisionStats(precision, ranges, set(quantized) if quantized is not None else None)
-    wanted = list(tensors) if tensors is not None else None
-    matched = None
-    unmatched: list[tuple[str, str]] = []
-    acc: dict[str, SumsAccumulator] = {}
-    shapes: dict[str, tuple] = {}
-    per_sample = _PerSample()
-    worst = [-1.0, None]  # (damage score, feed) of the sample kept for replay
-    t_run = t_metrics = t_wait = 0.0
-    n_samples = 0
     started = time.perf_counter()
+    fold = CandidateFold(graph, dataset, reference.name, candidate.name, th,
+                         _PrecisionStats(precision, ranges, set(quantized) if quantized is not None else None),
+                         tensors, judge, workers)
+    shared = False
+    try:
+        shared = stream is not None and stream.follow(fold, candidate)
+        if not shared:
+            _own_pass(fold, reference, candidate, dataset, limit, progress)
+    finally:
+        fold.close()
+    if shared:  # its timing as its own pass would have taken it (the shared pass ran other candidates too)
+        started = time.perf_counter() - fold.t_run - fold.t_wait
+    return fold.comparison(reference, candidate, started=started, replay=replay, max_replay=max_replay,
+                           candidate_model=candidate_model, make_candidate_model=make_candidate_model,
+                           precision=precision, ranges=ranges, progress=progress, pictures=pictures)
+
+
+def _own_pass(fold: "CandidateFold", reference, candidate, dataset, limit: int | None, progress: bool) -> None:
+    """One comparison's pass: both runners on every sample. The metrics of sample i are folded on a
+    background thread while both runners run sample i+1 (ONNX Runtime's single-threaded stretches,
+    e.g. copying out the captured tensors, leave a core free); at most two samples' activations are
+    alive, and folds stay in sample order."""
     bar = _progress(count_samples(dataset, limit), progress, f"compare {reference.name} vs {candidate.name}")
-    workers = workers if workers is not None else min(2, cpu_threads())
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
-    # the metrics of sample i are folded on a background thread while both runners run sample i+1
-    # (ONNX Runtime's single-threaded stretches, e.g. copying out the captured tensors, leave a
-    # core free); at most two samples' activations are alive, and folds stay in sample order
     pipe = ThreadPoolExecutor(1)
     pending = None
-    tap = OutputsTap(judge, graph.output_names, _channel_order(dataset)) if judge is not None else None
-
-    def measure(name: str, ref: dict, cand: dict):
-        # pop, so each pair of arrays is freed as soon as it is measured
-        r = ref.pop(name)
-        c = cand.pop(name)
-        s = pair_sums(r, c)
-        stats.add(name, r, s["n"], s["n"] - s["ref_zeros"])
-        return name, s, tuple(np.shape(r))
-
-    def fold(sample_index: int, feed: dict, ref: dict, cand: dict, todo: list[str], outs) -> float:
-        t0 = time.perf_counter()
-        if outs is not None:  # the task judge sees the outputs before measure() pops them
-            tap.add(sample_index, sample_name(dataset, sample_index), outs[0], outs[1], feed)
-        damage = 0.0
-        # numpy/BLAS/numba release the GIL: a second thread uses the second core (results in order)
-        jobs = (pool.map(lambda name: measure(name, ref, cand), todo) if pool
-                else (measure(name, ref, cand) for name in todo))
-        for name, s, shape in jobs:
-            m = derive(s)
-            # a sample that differs by no more than atol is identical for diagnosis, whatever its cosine
-            acc[name].add(s, m["cosine"] if not m["max_abs_err"] <= th.atol else 1.0)
-            shapes.setdefault(name, shape)
-            full = {**s, **m}
-            per_sample.add(name, m, s["cand_nan"] + s["cand_inf"], diagnose.status_of(full, th))
-            damage += diagnose.error_score(full)
-        ref.clear()
-        cand.clear()
-        per_sample.end_sample(sample_index)
-        if damage > worst[0]:
-            worst[:] = [damage, feed]
-        return time.perf_counter() - t0
-
     try:
         for sample_index, feed in enumerate(iter_samples(dataset, limit)):
             t0 = time.perf_counter()
             ref = reference.run(feed)
             cand = candidate.run(feed)
             t1 = time.perf_counter()
-            t_run += t1 - t0
-            if pending is not None:  # the previous sample's fold: it owns acc until it is done
-                t_metrics += pending.result()
+            fold.t_run += t1 - t0
+            if pending is not None:  # the previous sample's fold: it owns the accumulators until it is done
+                fold.t_metrics += pending.result()
                 pending = None
-            t_wait += time.perf_counter() - t1
-            if matched is None:
-                matched, unmatched = match_tensors(graph, ref, cand, wanted)
-                if not matched:
-                    raise QbenchError(f"no tensor of {graph.name} could be matched between {reference.name} and {candidate.name}"
-                                      + (f" (first: {unmatched[0][0]}: {unmatched[0][1]})" if unmatched else ""))
-                acc = {t.name: SumsAccumulator() for t in matched}
-            todo = []
-            for info in matched:
-                name = info.name
-                if name not in acc:
-                    continue
-                reason = mismatch_reason(name, ref, cand)
-                if reason:  # a later sample disagrees: the tensor cannot be compared over the dataset
-                    unmatched.append((name, f"sample {sample_index}: {reason}"))
-                    del acc[name]
-                    continue
-                todo.append(name)
-            outs = (tap.take(ref), tap.take(cand)) if tap is not None else None
-            pending = pipe.submit(fold, sample_index, feed, ref, cand, todo, outs)
-            del outs
-            del ref, cand
-            n_samples += 1
+            fold.t_wait += time.perf_counter() - t1
+            todo, outs = fold.prepare(sample_index, ref, cand)
+            pending = pipe.submit(fold.fold, sample_index, feed, ref, cand, todo, outs)
+            del ref, cand, outs
             bar.update(1)
         if pending is not None:
             t1 = time.perf_counter()
-            t_metrics += pending.result()
+            fold.t_metrics += pending.result()
             pending = None
-            t_wait += time.perf_counter() - t1
+            fold.t_wait += time.perf_counter() - t1
     finally:
         bar.close()
         pipe.shutdown()  # waits for a fold still running (after an error), so its arrays are freed
-        if pool is not None:
-            pool.shutdown()
-    if matched is None:
-        raise QbenchError("the dataset yielded no samples to compare")
-    matched = [t for t in matched if t.name in acc]
 
-    rows = []
-    for info in matched:
-        a = acc[info.name]
-        s = a.sums
-        row = {"index": info.index, "tensor": info.name, "node": info.node, "op_type": info.op_type,
-               "is_output": info.is_output, "shape": "x".join(str(d) for d in shapes[info.name]), "samples": a.samples,
-               **derive(s), "cosine_min": a.cosine_min}
-        row.update({k: s[k] for k in ("ref_nan", "ref_inf", "cand_nan", "cand_inf", "ref_min", "ref_max", "cand_min", "cand_max")})
-        row.update(stats.row(info.name))
-        row["status"] = diagnose.status_of(row, th)
-        rows.append(row)
-    columns = BASE_COLUMNS + stats.columns + DIAGNOSIS_COLUMNS
-    frame = pd.DataFrame(rows)
-    frame["first_problem"] = False
-    flagged = frame.index[frame["status"] != "ok"]
-    if len(flagged):
-        frame.loc[flagged[0], "first_problem"] = True
-    frame["origin"] = ""
-    frame["isolated_cosine"] = math.nan
-    frame["isolated_rel_l2"] = math.nan
-    frame["culprit_rank"] = math.nan
-    frame = frame[columns].copy()
-    findings = diagnose.status_findings(frame)
 
-    t_replay = 0.0
-    replay_meta = {"done": False, "reason": "replay disabled" if not replay else "no flagged tensor"}
-    cmodel = _candidate_model(candidate, candidate_model)
-    if replay and len(flagged):
+class CandidateFold:
+    """What one comparison keeps while the samples stream past: per tensor a small error
+    accumulator, the precision statistics, one per-sample metric row block, the task judge's
+    accumulator (``OutputsTap``) and the feed of the most damaged sample (for replay). Nothing in it
+    grows with the samples except the per-sample rows (a few tens of kB each).
+
+    The pass that drives it (``_own_pass`` or a shared ``qbench.compare.stream``) calls ``prepare``
+    on its own thread with sample i's reference and candidate captures, then ``fold`` (on a
+    background thread, in sample order), which pops and frees the arrays it measured: give each
+    fold its own dict when several candidates share one reference run (the arrays themselves are
+    shared and freed when the last fold drops them)."""
+
+    def __init__(self, graph: ModelGraph, dataset, reference_name: str, candidate_name: str, th: Thresholds,
+                 stats: _PrecisionStats, tensors: Iterable[str] | None, judge, workers: int | None):
+        self.graph = graph
+        self.dataset = dataset
+        self.reference_name = reference_name
+        self.candidate_name = candidate_name
+        self.th = th
+        self.stats = stats
+        self.wanted = list(tensors) if tensors is not None else None
+        self.matched = None
+        self.unmatched: list[tuple[str, str]] = []
+        self.acc: dict[str, SumsAccumulator] = {}
+        self.shapes: dict[str, tuple] = {}
+        self.per_sample = _PerSample()
+        self.worst = [-1.0, None]  # (damage score, feed) of the sample kept for replay
+        self.t_run = self.t_metrics = self.t_wait = 0.0
+        self.n_samples = 0
+        workers = workers if workers is not None else min(2, cpu_threads())
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        self.tap = OutputsTap(judge, graph.output_names, _channel_order(dataset)) if judge is not None else None
+
+    def prepare(self, sample_index: int, ref: dict, cand: dict):
+        """(tensors to measure, the task judge's outputs or None) for one sample; reads, never
+        changes, ``ref`` and ``cand``."""
+        if self.matched is None:
+            self.matched, self.unmatched = match_tensors(self.graph, ref, cand, self.wanted)
+            if not self.matched:
+                raise QbenchError(f"no tensor of {self.graph.name} could be matched between {self.reference_name} and "
+                                  f"{self.candidate_name}"
+                                  + (f" (first: {self.unmatched[0][0]}: {self.unmatched[0][1]})" if self.unmatched else ""))
+            self.acc = {t.name: SumsAccumulator() for t in self.matched}
+        todo = []
+        for info in self.matched:
+            name = info.name
+            if name not in self.acc:
+                continue
+            reason = mismatch_reason(name, ref, cand)
+            if reason:  # a later sample disagrees: the tensor cannot be compared over the dataset
+                self.unmatched.append((name, f"sample {sample_index}: {reason}"))
+                del self.acc[name]
+                continue
+            todo.append(name)
+        self.n_samples += 1
+        outs = (self.tap.take(ref), self.tap.take(cand)) if self.tap is not None else None
+        return todo, outs
+
+    def _measure(self, name: str, ref: dict, cand: dict):
+        # pop, so each pair of arrays is freed as soon as it is measured
+        r = ref.pop(name)
+        c = cand.pop(name)
+        s = pair_sums(r, c)
+        self.stats.add(name, r, s["n"], s["n"] - s["ref_zeros"])
+        return name, s, tuple(np.shape(r))
+
+    def fold(self, sample_index: int, feed: dict, ref: dict, cand: dict, todo: list[str], outs) -> float:
+        """Measure sample ``sample_index``'s tensors into the accumulators; empties ``ref`` and
+        ``cand``. Returns the seconds it took."""
         t0 = time.perf_counter()
-        replay_meta = _replay(frame, graph, reference, worst[1], th, max_replay, cmodel, make_candidate_model, progress)
-        t_replay = time.perf_counter() - t0
-        findings += diagnose.culprit_findings(frame)
-        diagnose.annotate_first_problem(findings, frame, replay_meta.get("note", replay_meta.get("reason", "")))
+        if outs is not None:  # the task judge sees the outputs before _measure() pops them
+            self.tap.add(sample_index, sample_name(self.dataset, sample_index), outs[0], outs[1], feed)
+        damage = 0.0
+        # numpy/BLAS/numba release the GIL: a second thread uses the second core (results in order)
+        jobs = (self.pool.map(lambda name: self._measure(name, ref, cand), todo) if self.pool
+                else (self._measure(name, ref, cand) for name in todo))
+        th = self.th
+        for name, s, shape in jobs:
+            m = derive(s)
+            # a sample that differs by no more than atol is identical for diagnosis, whatever its cosine
+            self.acc[name].add(s, m["cosine"] if not m["max_abs_err"] <= th.atol else 1.0)
+            self.shapes.setdefault(name, shape)
+            full = {**s, **m}
+            self.per_sample.add(name, m, s["cand_nan"] + s["cand_inf"], diagnose.status_of(full, th))
+            damage += diagnose.error_score(full)
+        ref.clear()
+        cand.clear()
+        self.per_sample.end_sample(sample_index)
+        if damage > self.worst[0]:
+            self.worst[:] = [damage, feed]
+        return time.perf_counter() - t0
 
-    meta = {
-        "model": graph.name, "model_digest": graph.digest, "reference": reference.name, "candidate": candidate.name,
-        "precision": precision or "", "samples": n_samples, "tensors_compared": len(frame), "tensors_unmatched": len(unmatched),
-        "thresholds": th.to_dict(), "replay": replay_meta,
-        "status_counts": {k: int(v) for k, v in frame["status"].value_counts().items()},
-        # metrics: time spent folding samples (mostly hidden behind the next sample's runs);
-        # metrics_wait: the part the runs waited for
-        "timing_s": {"runs": round(t_run, 3), "metrics": round(t_metrics, 3), "metrics_wait": round(t_wait, 3),
-                     "replay": round(t_replay, 3),
-                     "total": round(time.perf_counter() - started, 3)},
-    }
-    if ranges is not None:
-        meta["ranges_method"] = getattr(ranges, "method", "")
-    task = None
-    sample_pictures: list = []
-    if tap is not None:
-        t0 = time.perf_counter()
-        task, wanted = tap.finish(pictures)
-        sample_pictures = _pictures(tap, wanted, dataset, reference, candidate)
-        meta["timing_s"]["task"] = round(tap.seconds + time.perf_counter() - t0, 3)
-        meta["task"] = task.task if task is not None else ""
-        if tap.unjudged:
-            findings.append({"kind": "task_unjudged", "tensor": None, "node": None, "op_type": None, "index": None,
-                             "severity": "warning", "message": tap.unjudged})
-    return Comparison(frame, per_sample.frame(), unmatched, findings, meta, task=task, pictures=sample_pictures)
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+    def comparison(self, reference, candidate, *, started: float, replay: bool, max_replay: int, candidate_model,
+                   make_candidate_model, precision: str | None, ranges, progress: bool, pictures: int) -> Comparison:
+        """After the pass: the per-tensor frame, diagnosis, culprit replay and task result."""
+        if self.matched is None:
+            raise QbenchError("the dataset yielded no samples to compare")
+        graph, th, acc, stats, unmatched = self.graph, self.th, self.acc, self.stats, self.unmatched
+        matched = [t for t in self.matched if t.name in acc]
+        rows = []
+        for info in matched:
+            a = acc[info.name]
+            s = a.sums
+            row = {"index": info.index, "tensor": info.name, "node": info.node, "op_type": info.op_type,
+                   "is_output": info.is_output, "shape": "x".join(str(d) for d in self.shapes[info.name]),
+                   "samples": a.samples, **derive(s), "cosine_min": a.cosine_min}
+            row.update({k: s[k] for k in ("ref_nan", "ref_inf", "cand_nan", "cand_inf", "ref_min", "ref_max", "cand_min", "cand_max")})
+            row.update(stats.row(info.name))
+            row["status"] = diagnose.status_of(row, th)
+            rows.append(row)
+        columns = BASE_COLUMNS + stats.columns + DIAGNOSIS_COLUMNS
+        frame = pd.DataFrame(rows)
+        frame["first_problem"] = False
+        flagged = frame.index[frame["status"] != "ok"]
+        if len(flagged):
+            frame.loc[flagged[0], "first_problem"] = True
+        frame["origin"] = ""
+        frame["isolated_cosine"] = math.nan
+        frame["isolated_rel_l2"] = math.nan
+        frame["culprit_rank"] = math.nan
+        frame = frame[columns].copy()
+        findings = diagnose.status_findings(frame)
+
+        t_replay = 0.0
+        replay_meta = {"done": False, "reason": "replay disabled" if not replay else "no flagged tensor"}
+        cmodel = _candidate_model(candidate, candidate_model)
+        if replay and len(flagged):
+            t0 = time.perf_counter()
+            replay_meta = _replay(frame, graph, reference, self.worst[1], th, max_replay, cmodel, make_candidate_model,
+                                  progress)
+            t_replay = time.perf_counter() - t0
+            findings += diagnose.culprit_findings(frame)
+            diagnose.annotate_first_problem(findings, frame, replay_meta.get("note", replay_meta.get("reason", "")))
+        self.worst[1] = None
+
+        meta = {
+            "model": graph.name, "model_digest": graph.digest, "reference": reference.name, "candidate": candidate.name,
+            "precision": precision or "", "samples": self.n_samples, "tensors_compared": len(frame),
+            "tensors_unmatched": len(unmatched), "thresholds": th.to_dict(), "replay": replay_meta,
+            "status_counts": {k: int(v) for k, v in frame["status"].value_counts().items()},
+            # metrics: time spent folding samples (mostly hidden behind the next sample's runs);
+            # metrics_wait: the part the runs waited for
+            "timing_s": {"runs": round(self.t_run, 3), "metrics": round(self.t_metrics, 3),
+                         "metrics_wait": round(self.t_wait, 3), "replay": round(t_replay, 3),
+                         "total": round(time.perf_counter() - started, 3)},
+        }
+        if ranges is not None:
+            meta["ranges_method"] = getattr(ranges, "method", "")
+        task = None
+        sample_pictures: list = []
+        tap = self.tap
+        if tap is not None:
+            t0 = time.perf_counter()
+            task, wanted = tap.finish(pictures)
+            sample_pictures = _pictures(tap, wanted, self.dataset, reference, candidate)
+            meta["timing_s"]["task"] = round(tap.seconds + time.perf_counter() - t0, 3)
+            meta["task"] = task.task if task is not None else ""
+            if tap.unjudged:
+                findings.append({"kind": "task_unjudged", "tensor": None, "node": None, "op_type": None, "index": None,
+                                 "severity": "warning", "message": tap.unjudged})
+        return Comparison(frame, self.per_sample.frame(), unmatched, findings, meta, task=task, pictures=sample_pictures)
 
 
 def sample_name(dataset, index: int) -> str:

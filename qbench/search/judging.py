@@ -6,8 +6,15 @@ and handed to the judge; the search ranks and decides only by the judge's ``Task
 then score). FP32 outputs are computed once (``Reference``) and reused by every candidate.
 
 Batching: when every input's batch axis is dynamic and the samples share a shape, the judging
-samples run as one batch per call (checked once against a one-sample run, since some exports
-fold the batch axis into a reshape); otherwise one sample per call.
+samples run in batches (checked once against a one-sample run, since some exports fold the batch
+axis into a reshape); otherwise one sample per call. A batch holds at most ``MAX_BATCH`` samples and
+at most as many as ``batch_memory`` allows for the model's activations: ONNX Runtime's working
+memory grows with the batch, so a batch sized by the number of judging samples would make the
+run's peak memory grow with the data.
+
+Memory: the judging samples and their FP32 outputs are kept in ``qbench.spill.SpillList`` s (in
+memory up to a byte budget, on disk beyond it), so a larger judging part costs disk and reading
+time, never memory.
 """
 
 from __future__ import annotations
@@ -15,11 +22,19 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from qbench.calibrate.batching import activation_bytes, available_memory
 from qbench.cpu import ort_threads
 from qbench.errors import QbenchError
 from qbench.judge import make_judge
+from qbench.spill import SpillList
 
 MAX_BATCH = 16
+# Bytes of float activations (summed over every tensor, by shape inference) one judging batch may
+# have: an eighth of calibration's budget, because the search runs gated models with extra nodes
+# and keeps its own buffers beside it. A batch is the most samples within it (at most MAX_BATCH),
+# so a larger judging part never makes a larger batch once the budget binds: PP-OCRv4 at 640x640
+# (0.7 GB of activations per sample) judges one sample at a time, a 48x192 classifier 16.
+JUDGING_BATCH_BYTES = 256 * 2**20
 
 
 def make_task_judge(task: str, graph, options=None, labels=None):
@@ -54,20 +69,26 @@ class Reference:
         self.graph = graph
         self.part = part
         self.names = [str(p.name) for p in dataset.files]
-        self.samples = [dataset.sample(i) for i in range(len(dataset))]
-        if not self.samples:
+        self.samples = SpillList()
+        for i in range(len(dataset)):
+            self.samples.append(dataset.sample(i))
+        if not len(self.samples):
             raise QbenchError(f"the {part} holds no samples to judge on")
         self.output_names = [o.name for o in graph.model.graph.output]
         fp32 = session(graph.model)
         self.batched = self._can_batch(fp32)
-        self.outputs = self.run(fp32)
+        self.batch = batch_memory(graph, self.samples[0]) if self.batched else 1
+        self.outputs = SpillList()
+        for out in self.run(fp32):
+            self.outputs.append(out)
 
     def _can_batch(self, sess) -> bool:
         if len(self.samples) < 2:
             return False
-        for name in self.samples[0]:
-            shapes = {s[name].shape[1:] for s in self.samples}
-            if len(shapes) != 1 or any(s[name].shape[0] != 1 for s in self.samples):
+        first = self.samples[0]
+        for name in first:
+            shapes = {s[name].shape for s in self.samples}  # one sample read at a time
+            if len(shapes) != 1 or first[name].shape[0] != 1:
                 return False
         for spec in sess.get_inputs():
             if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0:
@@ -84,10 +105,11 @@ class Reference:
         """The same reference restricted to some of its samples (FP32 outputs reused, not recomputed)."""
         sub = object.__new__(Reference)
         sub.graph, sub.part, sub.output_names, sub.batched = self.graph, part or self.part, self.output_names, self.batched
+        sub.batch = self.batch
         indices = list(indices)
         sub.names = [self.names[i] for i in indices]
-        sub.samples = [self.samples[i] for i in indices]
-        sub.outputs = [self.outputs[i] for i in indices]
+        sub.samples = self.samples.subset(indices)
+        sub.outputs = self.outputs.subset(indices)
         sub.batched = self.batched and len(indices) > 1
         return sub
 
@@ -97,8 +119,8 @@ class Reference:
         out: list[dict] = []
         try:
             if self.batched:
-                for start in range(0, len(self.samples), MAX_BATCH):
-                    part = self.samples[start:start + MAX_BATCH]
+                for start in range(0, len(self.samples), self.batch):
+                    part = self.samples[start:start + self.batch]
                     values = sess.run(self.output_names, {**_stack(part), **extra})
                     out += [{n: v[i:i + 1] for n, v in zip(self.output_names, values)} for i in range(len(part))]
             else:
@@ -117,6 +139,22 @@ class Reference:
 
     def judge_model(self, judge, model: onnx.ModelProto):
         return self.judge(judge, self.run(session(model, optimize=False)))
+
+
+def batch_memory(graph, sample: dict, budget: int = JUDGING_BATCH_BYTES) -> int:
+    """The judging batch: the most samples (at most ``MAX_BATCH``) whose float activations, by ONNX
+    shape inference (``qbench.calibrate.batching.activation_bytes``), fit ``budget`` (capped at a
+    quarter of the memory available now, as calibration's batch is). The sum of every activation
+    over-counts what ONNX Runtime holds at once (it reuses buffers), so the bound is safe; 1 when
+    the sizes are unknown. It depends on the model and the input shape only, never on how many
+    samples are judged."""
+    per_sample = activation_bytes(graph, {k: tuple(np.shape(v)) for k, v in sample.items()})
+    if not per_sample:
+        return 1
+    avail = available_memory()
+    if avail:
+        budget = min(budget, avail // 4)
+    return int(max(1, min(MAX_BATCH, budget // per_sample)))
 
 
 def _stack(samples: list[dict]) -> dict:
