@@ -9,10 +9,9 @@ the embedded PP-OCRv4 detector and the bundled images:
               reference once per sample, then each candidate;
      apart  - the same candidates compared one after another, the FP32 reference recomputed for
               each (what `qbench run` did before).
-   The candidates are INT8, FP16 (likely mode), FP16 in the worst mode (its accumulation peaks taken
-   from the min/max ranges) and every other simulated format of the format table
-   (``qbench.compare.entry.PRECISIONS``), named on the ratio line. Target: `all` / `int8` <= 2.8 for
-   four candidates (4 if the reference were recomputed per candidate).
+   The candidates are issue 22's four, INT8, FP8, FP16 and BF16 (``--candidates`` takes any names of
+   the format table, ``NAME-worst`` for a format's worst mode), named on the ratio line. Target:
+   `all` / `int8` <= 2.8 for those four (4 if the reference were recomputed per candidate).
 2. Memory: `qbench run` (calibration, every comparison, the INT8 search with its sensitivity and
    mixed search under a fixed time budget, the FP16 stage, report, store) at 16 and at 64 samples
    (the bundled images cycled). Target: peak RSS at 64 / at 16 <= 1.2.
@@ -36,11 +35,19 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def candidate_names() -> list[str]:
-    from qbench.compare.entry import PRECISIONS
+CANDIDATES = ("int8", "fp8", "fp16", "bf16")  # issue 22's run with four candidates
 
-    extra = [p for p in PRECISIONS if p not in ("int8", "fp16") and p != "nvfp4"]
-    return ["int8", "fp16", "fp16-worst"] + extra
+
+def candidate_names(requested=CANDIDATES) -> list[str]:
+    """``requested`` checked against the table of formats: each must be a simulated format (or its
+    worst mode), so the benchmark never times a candidate qbench cannot simulate."""
+    from qbench.simulate import formats
+
+    simulated = set(formats.names())
+    unknown = [n for n in requested if n.removesuffix("-worst") not in simulated]
+    if unknown:
+        raise SystemExit(f"bench_run_candidates: not a simulated format: {', '.join(unknown)}")
+    return list(requested)
 
 
 def _jobs(graph, dataset, ranges, names, limit):
@@ -57,7 +64,7 @@ def _jobs(graph, dataset, ranges, names, limit):
     return [job(n) for n in names]
 
 
-def _compare(kind: str, data: str, ranges_path: str, samples: int, queue) -> None:
+def _compare(kind: str, data: str, ranges_path: str, samples: int, requested, queue) -> None:
     from qbench.compare.stream import compare_together
     from qbench.data import load_dataset
     from qbench.defaults import DEFAULT_MODEL
@@ -68,7 +75,7 @@ def _compare(kind: str, data: str, ranges_path: str, samples: int, queue) -> Non
     graph = ModelGraph.from_path(DEFAULT_MODEL)
     dataset = load_dataset(data, graph.inputs)
     ranges = Ranges.read(ranges_path)
-    names = ["int8"] if kind == "int8" else candidate_names()
+    names = ["int8"] if kind == "int8" else candidate_names(requested)
     _warm_kernels()
     reference = OrtRunner(graph, name="fp32")
     t0 = time.perf_counter()
@@ -128,6 +135,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=16)
     parser.add_argument("--large", type=int, default=64)
     parser.add_argument("--search-time", type=float, default=20.0, help="search budget of each `qbench run` (s)")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES),
+                        help="comma-separated candidates of the one pass (formats of qbench.simulate.formats)")
     parser.add_argument("--no-memory", action="store_true", help="the candidates' timing only, no qbench runs")
     parser.add_argument("--smoke", action="store_true", help="128x128, 2 samples, one round, memory at 2 vs 4 samples")
     args = parser.parse_args()
@@ -137,7 +146,8 @@ def main() -> None:
         tmp = Path(tmp)
         data = default_data_cycled(tmp / "data", args.size, args.samples)
         ranges = in_child(_calibrate, str(data), str(tmp / "ranges.json"))
-        rounds = [{k: in_child(_compare, k, str(data), ranges, args.samples) for k in ("int8", "all", "apart")}
+        requested = tuple(n.strip() for n in args.candidates.split(",") if n.strip())
+        rounds = [{k: in_child(_compare, k, str(data), ranges, args.samples, requested) for k in ("int8", "all", "apart")}
                   for _ in range(args.rounds)]
         runs = {}
         for n in (args.small, args.large) if not args.no_memory else ():

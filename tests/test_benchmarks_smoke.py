@@ -53,7 +53,7 @@ def _sweep_ray(out: str) -> None:
 def _run_candidates(out: str) -> None:
     one = re.search(r"ratio (\d+) candidates in one pass \(([^)]*)\) / int8 alone: ([0-9.]+) .*recomputing FP32 per "
                     r"candidate: ([0-9.]+)", out)
-    assert one and int(one.group(1)) >= 3 and one.group(2).startswith("int8, fp16, fp16-worst"), out
+    assert one and int(one.group(1)) == 4 and one.group(2) == "int8, fp8, fp16, bf16", out
     assert float(one.group(3)) > 0 and float(one.group(4)) > 0, out
     memory = re.search(r"ratio peak RSS at 4 / at 2 samples: ([0-9.]+)", out)
     assert memory and float(memory.group(1)) > 0, out
