@@ -19,6 +19,9 @@ Row fields (the TensorRT facts are cited in docs/FORMATS.md; none was run on rea
 - ``channel_stats``: the tensors whose per-channel statistics the build wants (AWQ), measured by compare.
 - ``shipped`` / ``deploy_model``: the folder ``<out>/<name>-best/`` is written by qbench.search.format_deploy,
   with the explicit model ``deploy_model`` makes (INT8's folder is the search's, qbench.search.deploy).
+- ``fallback``: the formats that may hold named layers of a model in this format (the mixed-format
+  candidate ``<name>-<higher>``, qbench.simulate.mixed_format; searched by qbench.search.format_mixed),
+  first choice first; () for none.
 - ``simulated``: False for a row kept for its facts whose simulation is not exact (``why_not``).
 """
 
@@ -31,6 +34,7 @@ from qbench.errors import QbenchError
 from qbench.simulate.bf16 import build_bf16_model
 from qbench.simulate.fp8 import build_fp8_model
 from qbench.simulate.fp16 import build_fp16_model
+from qbench.simulate.mixed_format import build_mixed_model
 from qbench.simulate.nvfp4 import build_nvfp4_model
 from qbench.simulate.qdq import build_int8_model
 from qbench.simulate.w4a16 import awq_inputs, build_w4a16_model, int4_weight_model
@@ -59,12 +63,23 @@ class Format:
     channel_stats: Callable | None = None
     simulated: bool = True
     why_not: str = ""
+    fallback: tuple[str, ...] = ()  # formats that may hold named layers of this one (first choice first)
 
-    def simulate(self, graph, ranges=None, keep_float=(), mode: str = "likely", **options):
+    def simulate(self, graph, ranges=None, keep_float=(), mode: str = "likely", higher: str | None = None,
+                 higher_layers=(), **options):
+        """The candidate's SimulatedModel; ``higher_layers``: node names run in ``higher`` (a format of
+        ``fallback``, the first by default) instead, qbench.simulate.mixed_format."""
         if not self.simulated or self.build is None:
             raise QbenchError(f"{self.name} is not simulated: {self.why_not}")
         if self.needs_ranges and ranges is None:
             raise QbenchError(f"a {self.label} comparison needs ranges: give a ranges file or a calibration method")
+        if higher_layers:
+            if not self.fallback:
+                raise QbenchError(f"{self.name} has no higher format for named layers")
+            other = FORMATS.get(higher or self.fallback[0])
+            if other is None:
+                raise QbenchError(f"unknown precision {higher!r}; choose from {', '.join(self.fallback)}")
+            return build_mixed_model(self, other, graph, ranges, higher_layers, keep_float, mode, **options)
         return self.build(graph, ranges, keep_float, mode, **options)
 
 
@@ -80,8 +95,8 @@ def _bf16(graph, ranges, keep_float, mode, **_):
     return build_bf16_model(graph, keep_float=keep_float, mode=mode)
 
 
-def _fp8(graph, ranges, keep_float, mode, fp8_calibrator: str = "max", **_):
-    return build_fp8_model(graph, ranges, keep_float=keep_float, calibrator=fp8_calibrator)
+def _fp8(graph, ranges, keep_float, mode, fp8_calibrator: str = "max", inside_qdq: bool = False, **_):
+    return build_fp8_model(graph, ranges, keep_float=keep_float, calibrator=fp8_calibrator, inside_qdq=inside_qdq)
 
 
 def _nvfp4(graph, ranges, keep_float, mode, **_):
@@ -96,8 +111,9 @@ def _w4_stats(graph, keep_float, options) -> list[str]:
     return list(awq_inputs(graph, keep_float).values()) if options.get("awq") else []
 
 
-def _fp8_deploy(graph, ranges, keep_float, fp8_calibrator: str = "max", **_):
-    return build_fp8_model(graph, ranges, keep_float=keep_float, calibrator=fp8_calibrator).model
+def _fp8_deploy(graph, ranges, keep_float, **options):
+    # the float8 Q/DQ model; with ``higher_layers`` the mixed model (Q/DQ and Casts) of those layers
+    return FORMATS["fp8"].simulate(graph, ranges, keep_float, **options).model
 
 
 def _w4_deploy(graph, ranges, keep_float, block: int = 128, channel_stats=None, **_):
@@ -109,12 +125,14 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("int8", "INT8", _int8, True, 0.0, 7.5, TURING,
            builder="config.set_flag(trt.BuilderFlag.INT8); config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="explicit INT8 Q/DQ model with trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED",
-           trtexec="--int8 --fp16", polygraphy="--int8 --fp16", stats="int8", generation="Turing"),
+           trtexec="--int8 --fp16", polygraphy="--int8 --fp16", stats="int8", generation="Turing",
+           fallback=("fp8",)),
     Format("fp8", "FP8", _fp8, True, 0.0, 8.9,
            "Ada, Hopper, Blackwell (compute capability 8.9+: L4, L40S, H100, H200, B200, Jetson Thor)",
            builder="config.set_flag(trt.BuilderFlag.FP8); config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="the float8 Q/DQ model with trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED",
-           trtexec="--fp8 --fp16", polygraphy="--fp8 --fp16", shipped=True, deploy_model=_fp8_deploy, generation="Ada"),
+           trtexec="--fp8 --fp16", polygraphy="--fp8 --fp16", shipped=True, deploy_model=_fp8_deploy, generation="Ada",
+           fallback=("bf16", "fp16")),
     Format("nvfp4", "NVFP4", _nvfp4, True, -0.5, 10.0, "Blackwell (compute capability 10.0+: B200, GB200, RTX 50)",
            builder="strongly typed only: trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED (TensorRT 10.8+)",
            strongly_typed="FP4 DynamicQuantize/DequantizeLinear model with STRONGLY_TYPED",

@@ -123,14 +123,15 @@ def plan_fp8(graph: ModelGraph, keep_tensors=frozenset(), keep_nodes=frozenset()
     return {n: activations[n] for n in order if n in activations}, weights
 
 
-def build_fp8_model(graph, ranges, keep_float=(), calibrator: str = "max") -> SimulatedModel:
+def build_fp8_model(graph, ranges, keep_float=(), calibrator: str = "max", inside_qdq: bool = False) -> SimulatedModel:
     """A copy of ``graph`` with float8 Q/DQ placed as TensorRT/Model Optimizer place them (module
     docstring). Every quantized activation needs a range in ``ranges``; a missing one is an error
-    naming it (leaving it float would flatter the candidate)."""
+    naming it (leaving it float would flatter the candidate). ``inside_qdq``: ``graph`` is already
+    another format's Q/DQ model and FP8 goes on the tensors not kept (qbench.simulate.mixed_format)."""
     if calibrator not in CALIBRATORS:
         raise QbenchError(f"FP8 calibrator must be one of {', '.join(CALIBRATORS)}, not {calibrator!r}")
     graph = as_graph(graph)
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.model.graph.node):
+    if not inside_qdq and any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.model.graph.node):
         raise QbenchError(f"{graph.name} already holds Q/DQ nodes; simulate FP8 from the float model")
     if ranges is None:
         raise QbenchError("an FP8 simulation needs activation ranges: calibrate, or give --ranges")
