@@ -21,7 +21,7 @@ from qbench.compare.entry import dataset_judge
 from qbench.compare.stream import compare_together
 from qbench.data import load_dataset
 from qbench.defaults import PRECISIONS
-from qbench.format_stage import run_worst_variants, with_range_note
+from qbench.format_stage import run_format_search, run_worst_variants, shipped_mixed, with_range_note
 from qbench.fp16_stage import assumption_note, run_fp16_stage
 from qbench.judge.stream import judge_stream, track_plot
 from qbench.model import ModelGraph
@@ -147,7 +147,9 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
             hazards.append(note)
 
     run_worst_variants(cfg, graph, dataset, comparisons, candidates, out, echo, reference, judge)  # bf16-worst
-    extras, search = [], None
+    mixed_formats, mixed_sections = run_format_search(cfg, graph, dataset, ranges, comparisons, candidates, out, echo,
+                                                      reference, judge)  # fp8-bf16, int8-fp8 (qbench.format_stage)
+    extras, search = list(mixed_sections), None
     if "int8" in comparisons:
         search, mixed, sections = _search(cfg, graph, dataset, comparisons["int8"], out, echo, reference, judge,
                                           ranges if cfg.ranges else None)
@@ -163,7 +165,8 @@ def run_pipeline(cfg: RunConfig, echo=print) -> RunOutcome:
         extras.append(_stream_stage(cfg, graph, dataset, ranges, candidates, comparisons, reference, judge, echo))
     # the run's one answer, computed once: the report header, results.json and the console print it
     recommendation = recommend(candidates, shipped=shipped_from_search(search))
-    for folder in ship_formats(out, graph, comparisons, recommendation.table, ranges, cfg.keep_float, cfg.format_options):
+    for folder in ship_formats(out, graph, comparisons, recommendation.table, ranges, cfg.keep_float, cfg.format_options,
+                               mixed=shipped_mixed(mixed_formats, comparisons)):
         echo(f"qbench: deployable files: {folder}")
     note = assumption_note(recommendation, comparisons) if "fp16" in cfg.precisions else ""
     recommendation.reason += note

@@ -6,19 +6,24 @@ the base format's model with those layers kept."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 from onnx import helper, numpy_helper
 
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
+from qbench.pipeline import RunConfig, run_pipeline
 from qbench.runners import OrtRunner
+from qbench.search import format_mixed
 from qbench.simulate import formats, naming
 from qbench.simulate.formats import FORMATS
 from qbench.simulate.mixed_format import COPY
-from tests.test_formats import rec  # noqa: F401 (the recognizer fixture: graph, one line, FP32 tensors, ranges)
+from tests.search_textdata import recognition_folder
+from tests.test_formats import _rec_path, rec  # noqa: F401 (the recognizer fixture: graph, one line, FP32 tensors, ranges)
 
 pytestmark = pytest.mark.filterwarnings("ignore:FP16", "ignore:BF16")
 
@@ -140,3 +145,73 @@ def test_the_fallback_column_decides_which_higher_format_is_allowed(rec, monkeyp
     monkeypatch.setitem(formats.FORMATS, "fp8", dataclasses.replace(FORMATS["fp8"], fallback=()))
     with pytest.raises(QbenchError, match="no higher format"):
         formats.FORMATS["fp8"].simulate(graph, ranges, higher_layers=layer)
+
+
+def test_movable_layers_are_the_ones_both_formats_treat_and_culprits_rank_first(rec):  # noqa: F811
+    graph, _feed, _ref, ranges = rec
+    ops = {n: node.op_type for n, node in zip(graph.node_names, graph.model.graph.node)}
+    movable = format_mixed.movable_layers(graph, FORMATS["int8"], FORMATS["fp8"], ranges)
+    # INT8 also quantizes pooling/Add readers; the layers that can move are those reading what FP8
+    # quantizes too: every Conv/MatMul INT8 quantizes, and fewer layers than INT8 has
+    int8_readers = format_mixed.movable_layers(graph, FORMATS["int8"], FORMATS["int8"], ranges)
+    gemms = [n for n in int8_readers if ops[n] in ("Conv", "MatMul", "Gemm")]
+    assert gemms and set(gemms) <= set(movable) and len(int8_readers) > len(movable)
+    assert "Shape" not in {ops[n] for n in movable}
+    fp8_in_bf16 = format_mixed.movable_layers(graph, FORMATS["fp8"], FORMATS["bf16"], ranges)
+    assert fp8_in_bf16 == format_mixed.movable_layers(graph, FORMATS["fp8"], FORMATS["fp8"], ranges)
+
+    class Cmp:  # a comparison's tensor table: one culprit, one layer adding a large error
+        def __init__(self, rows):
+            self.tensors = pd.DataFrame(rows, columns=["tensor", "rel_l2", "culprit_rank"])
+    nodes = {n: node for n, node in zip(graph.node_names, graph.model.graph.node)}
+    a, b, c = fp8_in_bf16[3], fp8_in_bf16[5], fp8_in_bf16[7]
+    rows = [(t, 0.01, np.nan) for n in fp8_in_bf16 for t in [*nodes[n].input, *nodes[n].output]]
+    rows += [(nodes[b].output[0], 0.9, np.nan), (nodes[c].output[0], 0.5, 1.0)]
+    ranked = format_mixed.rank_layers(graph, fp8_in_bf16, Cmp(rows))
+    assert ranked[:2] == [c, b] and sorted(ranked) == sorted(fp8_in_bf16) and a in ranked
+
+
+@pytest.mark.slow
+def test_run_searches_fp8_with_layers_in_bf16_and_ships_it(tmp_path):
+    """The whole job on the PP-OCRv4 recognizer (8 rendered lines, exact labels, CTC judge): FP8 fails,
+    the search moves the fewest ranked layers to BF16 and says how far it got; the candidate
+    ``fp8-bf16`` names its layers, and ``fp8-best/`` ships its model when it ranks above FP8."""
+    data = tmp_path / "lines"
+    recognition_folder(data, n_lines=8)
+    lines = []
+    cfg = RunConfig(model=_rec_path(), data=data, out=tmp_path / "out", precisions=("fp8",), task="ctc", progress=False,
+                    fp16_mode="likely", store=tmp_path / "q.sqlite", method="minmax", search_time_s=25, max_float=4)
+    outcome = run_pipeline(cfg, echo=lines.append)
+    results = json.loads(outcome.results_json.read_text())
+    by_name = {c["precision"]: c for c in results["candidates"]}
+    assert by_name["fp8"]["task"]["verdict"] == "fail"  # the premise: FP8 alone fails on these lines
+    assert any(line.startswith("qbench: fp8-bf16: FP8 alone") for line in lines)
+    section = [s for s in outcome.report.read_text().split("Mixed formats: FP8 with layers in")[1:]]
+    assert section  # the report's table of every set judged, with why the search stopped
+    graph = ModelGraph.from_path(_rec_path())
+    mixed = [c for c in results["candidates"] if c["precision"].startswith("fp8-")]
+    if not mixed:  # no set improved on FP8: the search says so and nothing ships but FP8
+        assert any("no set improves on fp8" in line for line in lines)
+        return
+    cand = mixed[0]
+    higher, layers = cand["meta"]["higher_format"], cand["meta"]["higher_layers"]
+    assert cand["precision"] == f"fp8-{higher}" and higher in FORMATS["fp8"].fallback
+    assert layers and len(layers) <= 4 and set(layers) <= set(graph.node_names)
+    table = outcome.recommendation.table.set_index("precision")
+    assert table.loc[cand["precision"], "verdict"] in ("pass", "inconclusive", "fail")
+    # improved on FP8 by the task verdict, so fp8-best ships the mixed model
+    folder = tmp_path / "out" / "fp8-best"
+    verdict = json.loads((folder / "verdict.json").read_text())
+    assert verdict["candidate"] == cand["precision"] and verdict["higher_layers"] == layers
+    assert f"--{higher}" in (folder / "trtexec_flags.txt").read_text()
+    qdq = onnx.load(folder / "model_qdq.onnx")
+    half = {onnx.TensorProto.BFLOAT16: "bf16", onnx.TensorProto.FLOAT16: "fp16"}
+    casts = [n for n in qdq.graph.node if n.op_type == "Cast" and half.get(n.attribute[0].i) == higher]
+    assert casts and any(t.data_type == onnx.TensorProto.FLOAT8E4M3FN for t in qdq.graph.initializer)
+    # the shipped file runs in ONNX Runtime and is the simulated candidate, bit for bit
+    x = np.load(sorted(data.glob("*.npy"))[0], allow_pickle=False)
+    shipped = OrtRunner(qdq, name="shipped", capture=None, optimize=False).run({"x": x})
+    sim = FORMATS["fp8"].simulate(graph, outcome.ranges, higher=higher, higher_layers=layers)
+    again = OrtRunner(sim.model, name="sim", capture=None, optimize=False).run({"x": x})
+    for name, value in again.items():
+        np.testing.assert_array_equal(shipped[name], value)

@@ -48,8 +48,10 @@ def folder_name(fmt) -> str:
     return f"{fmt.name}-best"
 
 
-def write(out, graph, fmt, row: dict, qdq_model=None) -> Path:
-    """Write ``<out>/<fmt.name>-best/``; ``row``: the candidate's recommendation-table row (advise.evaluate)."""
+def write(out, graph, fmt, row: dict, qdq_model=None, higher=None, higher_layers=()) -> Path:
+    """Write ``<out>/<fmt.name>-best/``; ``row``: the candidate's recommendation-table row (advise.evaluate).
+    ``higher`` / ``higher_layers``: the shipped model is the mixed one (those layers in that format's
+    row), whose flags are added to the base format's."""
     folder = atomic.ensure_dir(Path(out) / folder_name(fmt))
     named = named_model(graph)
     atomic.write_bytes(folder / "model.onnx", named.SerializeToString())
@@ -57,19 +59,29 @@ def write(out, graph, fmt, row: dict, qdq_model=None) -> Path:
     if qdq_model is not None:
         atomic.write_bytes(folder / "model_qdq.onnx", qdq_model.SerializeToString())
         model = "model_qdq.onnx"
-    trtexec = " ".join(shlex.quote(f) for f in [f"--onnx={model}", *fmt.trtexec.split(), "--saveEngine=model.engine"])
-    poly = " ".join(shlex.quote(f) for f in ["convert", model, *fmt.polygraphy.split(), "-o", "model.engine"])
+    trtexec_flags, poly_flags, builder = fmt.trtexec.split(), fmt.polygraphy.split(), fmt.builder
+    if higher is not None:  # the Casts of the layers in the higher format need its flag too
+        trtexec_flags = list(dict.fromkeys(trtexec_flags + higher.trtexec.split()))
+        poly_flags = list(dict.fromkeys(poly_flags + higher.polygraphy.split()))
+        builder = "; ".join(dict.fromkeys(fmt.builder.split("; ") + higher.builder.split("; ")))
+    trtexec = " ".join(shlex.quote(f) for f in [f"--onnx={model}", *trtexec_flags, "--saveEngine=model.engine"])
+    poly = " ".join(shlex.quote(f) for f in ["convert", model, *poly_flags, "-o", "model.engine"])
     atomic.write_text(folder / "trtexec_flags.txt", trtexec + "\n")
     atomic.write_text(folder / "polygraphy_flags.txt", poly + "\n")
     atomic.write_text(folder / "build_trt10.py", BUILDER.format(label=fmt.label, model=model,
-                                                                flags=fmt.builder.replace("; ", "\n")))
+                                                                flags=builder.replace("; ", "\n")))
     verdict = {"format": fmt.name, "verdict": row.get("verdict"), "reason": row.get("why"), "task": row.get("task"),
                "primary": row.get("task_metric"), "value": row.get("task_value"),
                "interval": [row.get("task_ci_low"), row.get("task_ci_high")], "model": model,
                "gpus": fmt.gpus, "min_compute_capability": fmt.min_cc, "strongly_typed": fmt.strongly_typed,
                "simulated": "ONNX Runtime CPU simulation (not TensorRT)"}
+    if higher is not None:
+        verdict.update(candidate=row.get("precision"), higher_format=higher.name, higher_layers=list(higher_layers))
+    layers_line = (f"Layers in {higher.label} (Casts in model_qdq.onnx): {', '.join(higher_layers)}\n" if higher is not None
+                   else "")
     atomic.write_text(folder / "README.txt",
-                      f"{fmt.label}: {str(verdict['verdict']).upper()} ({verdict['reason']})\nNeeds: {fmt.gpus}.\n\n"
+                      f"{fmt.label}: {str(verdict['verdict']).upper()} ({verdict['reason']})\nNeeds: {fmt.gpus}.\n"
+                      f"{layers_line}\n"
                       f"Build (TensorRT 10):  trtexec $(cat trtexec_flags.txt)\n"
                       f"                 or:  polygraphy $(cat polygraphy_flags.txt)\n"
                       f"                 or:  python build_trt10.py\nTensorRT 11: {fmt.strongly_typed}.\n"
@@ -78,8 +90,11 @@ def write(out, graph, fmt, row: dict, qdq_model=None) -> Path:
     return folder
 
 
-def ship_formats(out, graph, comparisons: dict, table, ranges=None, keep_float=(), format_options=None) -> list[Path]:
-    """One folder per compared format whose row is ``shipped`` (INT8's folder is the search's)."""
+def ship_formats(out, graph, comparisons: dict, table, ranges=None, keep_float=(), format_options=None,
+                 mixed=None) -> list[Path]:
+    """One folder per compared format whose row is ``shipped`` (INT8's folder is the search's).
+    ``mixed``: {format: (candidate, higher format, layers)}: that format's folder ships the mixed
+    candidate instead (qbench.format_stage.shipped_mixed: it ranks above the format alone)."""
     written = []
     rows = {r["precision"]: r for r in table.to_dict("records")} if table is not None and len(table) else {}
     for name in comparisons:
@@ -89,8 +104,13 @@ def ship_formats(out, graph, comparisons: dict, table, ranges=None, keep_float=(
         options = {k: v for k, v in dict(format_options or {}).items() if k != "awq"}
         if getattr(comparisons[name], "channel_stats", None):  # AWQ: the statistics the candidate was built with
             options["channel_stats"] = comparisons[name].channel_stats
+        candidate, higher, layers = (mixed or {}).get(name, (name, None, []))
+        if higher is not None and candidate in rows:
+            options.update(higher=higher, higher_layers=layers)
+        else:
+            candidate, higher, layers = name, None, []
         qdq = fmt.deploy_model(graph, ranges, keep_float, **options) if fmt.deploy_model else None
-        written.append(write(out, graph, fmt, rows[name], qdq))
+        written.append(write(out, graph, fmt, rows[candidate], qdq, formats.FORMATS[higher] if higher else None, layers))
     return written
 
 

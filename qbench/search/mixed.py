@@ -46,8 +46,10 @@ class MixedResult:
 
 
 def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: float | None = None,
-           echo=None, start_result=None) -> MixedResult:
-    """The smallest passing set of ``ranked`` layers (see module docstring)."""
+           echo=None, start_result=None, start: str = "INT8 as calibrated", kept_in: str = "float") -> MixedResult:
+    """The smallest passing set of ``ranked`` layers (see module docstring). ``runner.evaluate(kept)``
+    judges one set; ``start`` / ``kept_in`` word the messages (qbench.search.format_mixed moves layers
+    to a higher format instead of float)."""
     if max_float < 0:
         raise QbenchError(f"--max-float must be at least 0, not {max_float}")
     say = echo or (lambda _m: None)
@@ -64,7 +66,7 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
             rows.append({"step": len(rows), "action": action, "kept": len(kept), "layers": ", ".join(kept),
                          "verdict": r.verdict, "score": float(r.score), "primary": r.primary,
                          "value": r.metrics.get(r.primary), "part": runner.reference.part})
-            say(f"qbench: mixed: {action}: {len(kept)} layer(s) in float: {r.verdict} "
+            say(f"qbench: mixed: {action}: {len(kept)} layer(s) in {kept_in}: {r.verdict} "
                 f"({r.primary} {r.metrics.get(r.primary, float('nan')):.4g})")
         return seen[key]
 
@@ -72,10 +74,10 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
         return deadline is not None and time.perf_counter() > deadline
 
     limit = min(max_float, len(ranked))
-    best_kept, best = [], judge([], "INT8 as calibrated")
-    stopped = "INT8 passes without any layer in float"
+    best_kept, best = [], judge([], start)
+    stopped = f"{start} passes without any layer in {kept_in}"
     if not acceptable(best):
-        stopped = f"no set of at most {limit} layer(s) passes"
+        stopped = f"no set of at most {limit} layer(s) in {kept_in} passes"
         lo, hi, k = 0, None, 1  # lo: longest prefix known to fail; hi: shortest known to pass
         while limit and k <= limit:
             if out_of_time():
@@ -105,9 +107,9 @@ def search(runner, ranked: list[str], *, max_float: int = 8, time_budget_s: floa
                 r = judge(trial, f"prune {name}")
                 if acceptable(r) and tier(r) <= goal:
                     best_kept, best = trial, r
-            stopped = f"passes with {len(best_kept)} layer(s) in float; no single one can be dropped"
+            stopped = f"passes with {len(best_kept)} layer(s) in {kept_in}; no single one can be dropped"
             if out_of_time():
-                stopped = f"passes with {len(best_kept)} layer(s) in float (time budget spent while pruning)"
+                stopped = f"passes with {len(best_kept)} layer(s) in {kept_in} (time budget spent while pruning)"
     table = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if c != "pareto"])
     table["pareto"] = _pareto(table)
     return MixedResult(list(best_kept), best, table[TABLE_COLUMNS], acceptable(best), stopped,
