@@ -100,8 +100,10 @@ def run_format_search(cfg, graph, dataset, ranges, comparisons: dict, candidates
     found, sections = {}, []
     if not getattr(cfg, "fallback", True) or judge is None:
         return found, sections
-    todo = [p for p in cfg.precisions if p in comparisons and formats.FORMATS[p].fallback
-            and comparisons[p].task is not None and not acceptable(comparisons[p].task)]
+    todo = [p for p in cfg.precisions if p in comparisons and comparisons[p].task is not None
+            and not acceptable(comparisons[p].task)
+            and any(format_mixed.usable(formats.FORMATS[p], formats.FORMATS[h], cfg.precisions)
+                    for h in formats.FORMATS[p].fallback)]
     if not todo:
         return found, sections
     limit = cfg.compare_limit
@@ -114,7 +116,8 @@ def run_format_search(cfg, graph, dataset, ranges, comparisons: dict, candidates
             compare_s = float((base.meta.get("timing_s") or {}).get("total") or 0.0)
             budget = max(BUDGET_FLOOR_S, BUDGET_FACTOR * compare_s)
         result = format_mixed.search(graph, name, ranges, samples, judge, base, keep_float=cfg.keep_float,
-                                     options=cfg.format_options, max_float=cfg.max_float, time_budget_s=budget, echo=echo)
+                                     options=cfg.format_options, max_float=cfg.max_float, time_budget_s=budget, echo=echo,
+                                     requested=cfg.precisions)
         if result is None:
             continue
         m = result.mixed

@@ -102,17 +102,27 @@ def rank_layers(graph, layers: list[str], comparison) -> list[str]:
     return sorted(layers, key=key)
 
 
+def usable(base, higher, requested=()) -> bool:
+    """A higher format serves a base on every GPU the base runs on (its compute capability is no
+    higher), or when the run asked for it too (INT8 runs on Turing, FP8 needs Ada: INT8 with layers in
+    FP8 is searched only when FP8 is one of the run's precisions, i.e. the user's GPU has it)."""
+    return higher.min_cc <= base.min_cc or higher.name in tuple(requested)
+
+
 def search(graph, base_name: str, ranges, reference, judge, comparison, *, keep_float=(), options=None,
-           max_float: int = 8, time_budget_s: float | None = None, echo=None) -> FormatMixed | None:
+           max_float: int = 8, time_budget_s: float | None = None, echo=None, requested=()) -> FormatMixed | None:
     """The smallest set of layers of ``base_name`` moved to a higher format of its ``fallback`` for
-    which the task passes; None when the format has no fallback. Each higher format is tried in the
-    table's order until one passes (the time budget shared); the best found is returned either way."""
+    which the task passes; None when the format has no usable fallback (``usable``; ``requested``:
+    the run's precisions). Each higher format is tried in the table's order until one passes (the
+    time budget shared); the best found is returned either way."""
     base = formats.FORMATS[base_name]
     say = echo or (lambda _m: None)
     started = time.perf_counter()
     best = None
     for higher_name in base.fallback:
         higher = formats.FORMATS[higher_name]
+        if not usable(base, higher, requested):
+            continue
         left = None if time_budget_s is None else time_budget_s - (time.perf_counter() - started)
         if left is not None and left <= 0:
             break
