@@ -17,6 +17,7 @@ from onnx import helper, numpy_helper
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.pipeline import RunConfig, run_pipeline
+from qbench.ranges import Ranges, TensorRange
 from qbench.runners import OrtRunner
 from qbench.search import format_mixed
 from qbench.simulate import formats, naming
@@ -56,10 +57,17 @@ def _check_layer_in_higher(graph, feed, ranges, base: str, higher: str, layers: 
     sim = FORMATS[base].simulate(graph, ranges, higher=higher, higher_layers=layers)
     assert sim.precision == f"{base}-{higher}"
     nodes = {n.name: n for n in sim.model.graph.node}
+    # the layer's own output: ``o::float`` when the base format quantizes ``o`` after it (the base
+    # model with the layers kept says which); the higher format's rounding then writes that name
+    base_model = FORMATS[base].simulate(graph, ranges, keep_float=layers).model
+    produced = {o for n in base_model.graph.node for o in n.output}
+
+    def written(o):
+        return naming.float_name(o) if naming.float_name(o) in produced else o
     capture = []
     for layer in layers:
         node = graph.model.graph.node[graph.node_names.index(layer)]
-        capture += [o for o in node.output] + [i for i in node.input if i not in graph.initializer_names]
+        capture += [written(o) for o in node.output] + [i for i in node.input if i not in graph.initializer_names]
     # what each layer reads before the higher format's rounding: the copy's float source
     copies = [n for n in sim.model.graph.node if n.op_type == "Identity" and COPY in n.output[0]]
     sources = [c.input[0] for c in copies]
@@ -79,7 +87,7 @@ def _check_layer_in_higher(graph, feed, ranges, base: str, higher: str, layers: 
         alone = FORMATS[higher].simulate(one, ranges)
         expected = OrtRunner(alone.model, name="alone", capture=list(node.output), optimize=False).run(feeds)
         for o in node.output:
-            got = out[o]
+            got = out[written(o)]
             np.testing.assert_array_equal(got, expected[o])
             checked += 1
     assert checked == len(layers)
@@ -136,6 +144,10 @@ def test_the_fallback_column_decides_which_higher_format_is_allowed(rec, monkeyp
     layer = _layers(graph, "Conv", count=1)
     assert FORMATS["fp8"].fallback[:1] == ("bf16",) and "fp16" in FORMATS["fp8"].fallback
     assert FORMATS["int8"].fallback == ("fp8",)
+    # BF16/FP16 run wherever FP8 does; FP8 not wherever INT8 does, so int8-fp8 needs the run to ask for FP8
+    assert all(format_mixed.usable(FORMATS["fp8"], FORMATS[h]) for h in FORMATS["fp8"].fallback)
+    assert not format_mixed.usable(FORMATS["int8"], FORMATS["fp8"], ("int8", "fp16"))
+    assert format_mixed.usable(FORMATS["int8"], FORMATS["fp8"], ("int8", "fp8"))
     # the default higher format is the row's first fallback
     assert FORMATS["fp8"].simulate(graph, ranges, higher_layers=layer).precision == "fp8-bf16"
     with pytest.raises(QbenchError, match="cannot hold layers"):
@@ -215,3 +227,20 @@ def test_run_searches_fp8_with_layers_in_bf16_and_ships_it(tmp_path):
     again = OrtRunner(sim.model, name="sim", capture=None, optimize=False).run({"x": x})
     for name, value in again.items():
         np.testing.assert_array_equal(shipped[name], value)
+
+
+def test_a_layer_whose_output_fp8_quantizes_again_on_the_detector(graph, small_dataset):
+    """The detector's Convs that feed another Conv: FP8 quantizes their output for the next layer,
+    so in the base model the layer writes ``t::float`` and a DequantizeLinear writes ``t``; the layer
+    (not the DequantizeLinear) must move to BF16, and still equal BF16's simulation of it alone."""
+    feed = small_dataset.sample(0)
+    ref = OrtRunner(graph, name="fp32", capture=[t.name for t in graph.float_tensors]).run(feed)
+    ranges = Ranges({n: TensorRange(n, float(np.abs(v).max()), observed_min=float(v.min()), observed_max=float(v.max()))
+                     for n, v in ref.items()} | {graph.inputs[0].name: TensorRange(graph.inputs[0].name, 3.0, observed_max=3.0)})
+    feeds_conv = [name for name, node in zip(graph.node_names, graph.model.graph.node) if node.op_type == "Conv"
+                  and any(c.op_type == "Conv" for c in graph.consumers.get(node.output[0], []))]
+    assert feeds_conv
+    sim, _ = _check_layer_in_higher(graph, feed, ranges, "fp8", "bf16", feeds_conv[:2])
+    layer = graph.model.graph.node[graph.node_names.index(feeds_conv[0])]
+    casts = [n for n in sim.model.graph.node if n.op_type == "Cast" and n.output[0] == layer.output[0] + "::float"]
+    assert casts  # the layer's own output rounded, before the next layer's FP8 Q/DQ

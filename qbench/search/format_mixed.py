@@ -24,6 +24,8 @@ import math
 import time
 from dataclasses import dataclass
 
+from onnx import TensorProto
+
 from qbench.search import mixed as mixed_search
 from qbench.search.judging import acceptable, rank_key
 from qbench.simulate import formats
@@ -76,7 +78,7 @@ def movable_layers(graph, base, higher, ranges, keep_float=(), options=None) -> 
         sim = fmt.simulate(graph, ranges, keep_float, **dict(options or {}))
         touched = set(sim.quantized) | set(sim.quantized_inputs) | set(sim.weights)
         return [graph.node_names[i] for i, n in enumerate(graph.model.graph.node)
-                if touched & set(n.input) and any(types.get(o) == 1 for o in n.output)]  # 1: TensorProto.FLOAT
+                if touched & set(n.input) and any(types.get(o) == TensorProto.FLOAT for o in n.output)]
     theirs = set(readers(higher))
     return [n for n in dict.fromkeys(readers(base)) if n in theirs]
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
@@ -57,12 +57,14 @@ def build_mixed_model(base, higher, graph, ranges, layers, keep_float=(), mode: 
     model = base_sim.model
     if not nodes:
         return base_sim
-    # the layers in the base model, found by their outputs (a tapped output was renamed ``t::float``)
+    # the layers in the base model, found by their outputs: a tapped output was renamed ``t::float``
+    # (the name ``t`` then belongs to the DequantizeLinear or Cast after it, not to the layer)
+    produced = {o for n in model.graph.node for o in n.output if o}
     wanted = {}
     for index in sorted(nodes):
         for out in graph.model.graph.node[index].output:
             if out:
-                wanted[out] = wanted[naming.float_name(out)] = index
+                wanted[naming.float_name(out) if naming.float_name(out) in produced else out] = index
     initializers = {t.name: t for t in model.graph.initializer}
     copies, aliases, outputs, new_nodes, new_inits = [], {}, [], [], []
     for node in model.graph.node:
@@ -75,6 +77,9 @@ def build_mixed_model(base, higher, graph, ranges, layers, keep_float=(), mode: 
             if not name or not _is_float(graph, original.input[slot] if slot < len(original.input) else name):
                 continue
             copy = f"{name}{COPY}{index}"
+            if copy in copies:  # the layer reads the same tensor twice (x·x): one copy serves both slots
+                node.input[slot] = copy
+                continue
             if name in initializers:
                 new_inits.append(numpy_helper.from_array(numpy_helper.to_array(initializers[name]), copy))
             else:
@@ -109,7 +114,8 @@ def build_mixed_model(base, higher, graph, ranges, layers, keep_float=(), mode: 
 def _is_float(graph: ModelGraph, name: str) -> bool:
     if name in graph.initializer_names:
         return graph.initializer(name).dtype == np.float32
-    return graph.elem_types.get(name) == 1 or name in {i.name for i in graph.inputs if i.elem_type == 1}
+    return graph.elem_types.get(name) == TensorProto.FLOAT or \
+        name in {i.name for i in graph.inputs if i.elem_type == TensorProto.FLOAT}
 
 
 class _Aliased:
