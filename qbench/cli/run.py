@@ -43,9 +43,11 @@ def _options(func):
                           "(worst), or likely plus a warning when worst changes the verdict (both)."),
         click.option("--fallback/--no-fallback", default=True, show_default=True,
                      help="When no calibrator passes, rank layer sensitivity and search the smallest set of layers "
-                          "to keep in float (candidate int8-mixed). --no-fallback keeps only the calibrator sweep."),
+                          "to keep in float (candidate int8-mixed); when FP8 (or INT8 with FP8 requested) fails, the fewest layers "
+                          "to move to BF16/FP16 (FP8) or FP8 (candidates fp8-bf16, int8-fp8). --no-fallback keeps only "
+                          "the calibrator sweep."),
         click.option("--max-float", type=click.IntRange(min=0), default=8, show_default=True,
-                     help="Most layers the mixed-precision search may keep in float."),
+                     help="Most layers the mixed-precision search may keep in float (or move to a higher format)."),
         click.option("--calib-fraction", type=float, default=0.5, show_default=True,
                      help="Share of the samples that calibrate in the search; the rest (held out) judge."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration/judging split."),
