@@ -272,8 +272,9 @@ def _require_layers(network, layer_precisions: dict) -> None:
 # -- shipped formats (fp8-best, w4a16-best, bf16-best): the row of the formats table decides -----
 def require_format(trt, row, backend=None) -> None:
     """One line instead of a build TensorRT would refuse or silently run in another precision: a 10.x
-    whose bindings lack one of the row's builder flags (``BuilderFlag.FP8`` arrived in 10.0 with FP8
-    support; an older or trimmed build has no such member), an 11.x without strongly typed networks,
+    whose bindings lack one of the row's builder flags (the 10.16 bindings checked in tests/trt have
+    FP8 and BF16; a build without them must not quietly become FP16 or FP32), an 11.x without strongly
+    typed networks,
     and a GPU below the row's compute capability (checked only when the CUDA runtime reports it)."""
     if api_path(trt) == "v10":
         missing = [flag for flag in row.trt10_flags if not hasattr(trt.BuilderFlag, flag)]
