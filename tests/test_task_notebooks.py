@@ -61,8 +61,12 @@ def test_text_recognition_notebook(tmp_path, monkeypatch):
     # the comparison explains a failing INT8: a flagged first tensor whenever INT8 misreads
     if verdict.loc["CER", "int8"] > 0:
         assert ns["first"] is not None
-    # the judge agrees with the notebook's own reading: FP16 reads every line as FP32 does, so it passes;
+    # the judge agrees with the notebook's own reading: FP16 reads every line as FP32 does, so it never
+    # fails (a pass needs enough characters to bound the CER increase below the tolerance: the
+    # notebook's few lines may leave it inconclusive, saying how many more would settle it);
     # an INT8 that loses most characters cannot pass
-    assert ns["judged"]["fp16"][0] == "pass" if verdict.loc["CER", "fp16"] == 0 else True
+    if verdict.loc["CER", "fp16"] == 0:
+        fp16_verdict, fp16_reason = ns["judged"]["fp16"]
+        assert fp16_verdict == "pass" or (fp16_verdict == "inconclusive" and "more" in fp16_reason), ns["judged"]["fp16"]
     if verdict.loc["CER", "int8"] > 0.5:
         assert ns["judged"]["int8"][0] == "fail", ns["judged"]["int8"]

@@ -37,8 +37,9 @@ def _shapes(specs: tuple[str, ...]) -> dict:
 @click.command("build")
 @click.argument("model", type=click.Path(path_type=Path), required=False)
 @click.option("--from", "from_dir", type=click.Path(path_type=Path), default=None,
-              help="Build the INT8 configuration of a search's int8-best folder (model, calibration cache, layers "
-                   "kept in float); replaces MODEL, --precision and --cache.")
+              help="Build a shipped folder: a search's int8-best (model, calibration cache, layers kept in float) or "
+                   "a format's fp8-best / w4a16-best / bf16-best (its model and its format's flags); replaces MODEL, "
+                   "--precision and --cache.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="[fp32]")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="Calibration data folder (INT8).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
@@ -55,7 +56,7 @@ def _shapes(specs: tuple[str, ...]) -> dict:
 def build_command(model, from_dir, precision, data, cache, output, batch_size, limit, shapes, workspace_mb, timing_cache,
                   engine_cache, capture):
     """Build a TensorRT engine from the ONNX MODEL (10.x: builder flags; 11.x: strongly typed), or
-    from a search's int8-best folder (--from)."""
+    from a shipped folder (--from): a search's int8-best or a format's fp8-best / w4a16-best / bf16-best."""
     from qbench.tensorrt.builder import BuildOptions, build_engine
 
     layer_precisions = {}
@@ -63,21 +64,28 @@ def build_command(model, from_dir, precision, data, cache, output, batch_size, l
         from qbench.search import format_deploy
         from qbench.search.deploy import read
 
-        shipped = format_deploy.read(from_dir)
-        if shipped is not None:  # fp8-best / w4a16-best / bf16-best (qbench.search.format_deploy)
-            raise QbenchError(f"{from_dir} holds a {shipped['format']} configuration ({shipped.get('verdict')}); qbench's "
-                              f"TensorRT builder does not build {shipped['format']} yet: in that folder run "
-                              f"trtexec {shipped['trtexec']} (or python build_trt10.py)")
         if model is not None or cache is not None or precision not in (None, "int8"):
             raise QbenchError("--from gives the model, the calibration cache and the precision; drop MODEL, --cache "
                               "and --precision")
+        shipped = format_deploy.read(from_dir)
+        if shipped is not None and precision is not None:
+            raise QbenchError(f"--from {from_dir} gives the precision ({shipped['format']}); drop --precision")
+    else:
+        shipped = None
+    if shipped is not None:  # fp8-best / w4a16-best / bf16-best (qbench.search.format_deploy): its row builds it
+        model, precision = Path(from_dir) / Path(str(shipped.get("model") or "model.onnx")).name, shipped["format"]
+        if not model.is_file():
+            raise QbenchError(f"{from_dir}: the model {model.name} its verdict.json names is missing")
+        click.echo(f"qbench: building {from_dir}: {precision} from {model.name} (verdict: {shipped.get('verdict') or '?'})",
+                   err=True)
+    elif from_dir is not None:
         found = read(from_dir)
         model, cache, precision = found["model"], found["cache"], "int8"
         layer_precisions = {name: found["float_precision"] for name in found["keep_float"]}
         click.echo(f"qbench: building {from_dir}: INT8, {len(layer_precisions)} layer(s) kept in "
                    f"{found['float_precision']} (search verdict: {found['verdict'].get('verdict', '?')})", err=True)
     elif model is None:
-        raise QbenchError("give the ONNX MODEL to build, or --from <out>/int8-best")
+        raise QbenchError("give the ONNX MODEL to build, or --from <out>/int8-best (or fp8-best, w4a16-best, bf16-best)")
     precision = precision or "fp32"
     opts = BuildOptions(workspace_mb=workspace_mb, calib_batch_size=batch_size, calib_limit=limit,
                         shapes=_shapes(shapes), timing_cache=timing_cache, engine_cache=engine_cache, capture=capture,
@@ -104,7 +112,9 @@ def info_command():
     click.echo(f"build path: {describe_path(trt)}")
     try:
         backend = default_backend()
-        click.echo(f"CUDA binding: {backend.name}; GPU: {backend.device_name()}")
+        capability = backend.compute_capability()
+        click.echo(f"CUDA binding: {backend.name}; GPU: {backend.device_name()}; compute capability: "
+                   f"{'unknown' if capability is None else f'{capability:.1f}'}")
     except QbenchError as exc:
         click.echo(f"CUDA binding/GPU: none ({exc})")
     create_builder(trt)  # raises one clear line when the libraries cannot build

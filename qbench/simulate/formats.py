@@ -23,6 +23,10 @@ Row fields (the TensorRT facts are cited in docs/FORMATS.md; none was run on rea
   candidate ``<name>-<higher>``, qbench.simulate.mixed_format; searched by qbench.search.format_mixed),
   first choice first; () for none.
 - ``simulated``: False for a row kept for its facts whose simulation is not exact (``why_not``).
+- ``trt10_flags`` / ``trt11_types``: what ``qbench build --from <name>-best`` hands TensorRT
+  (qbench.tensorrt.builder reads them; the strings above are their prose for the shipped snippets):
+  10.x sets these ``trt.BuilderFlag`` members on the explicit model; 11.x builds a strongly typed
+  network from a copy of it whose float tensors outside Q/DQ are of this ONNX type ("" = as shipped).
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class Format:
     channel_stats: Callable | None = None
     simulated: bool = True
     why_not: str = ""
+    trt10_flags: tuple[str, ...] = ()  # trt.BuilderFlag member names, e.g. ("FP8", "FP16")
+    trt11_types: str = ""  # "float16" / "bfloat16": the type of the layers outside Q/DQ in a strongly typed build
     fallback: tuple[str, ...] = ()  # formats that may hold named layers of this one (first choice first)
 
     def simulate(self, graph, ranges=None, keep_float=(), mode: str = "likely", higher: str | None = None,
@@ -126,13 +132,13 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            builder="config.set_flag(trt.BuilderFlag.INT8); config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="explicit INT8 Q/DQ model with trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED",
            trtexec="--int8 --fp16", polygraphy="--int8 --fp16", stats="int8", generation="Turing",
-           fallback=("fp8",)),
+           trt10_flags=("INT8", "FP16"), fallback=("fp8",)),
     Format("fp8", "FP8", _fp8, True, 0.0, 8.9,
            "Ada, Hopper, Blackwell (compute capability 8.9+: L4, L40S, H100, H200, B200, Jetson Thor)",
            builder="config.set_flag(trt.BuilderFlag.FP8); config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="the float8 Q/DQ model with trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED",
            trtexec="--fp8 --fp16", polygraphy="--fp8 --fp16", shipped=True, deploy_model=_fp8_deploy, generation="Ada",
-           fallback=("bf16", "fp16")),
+           trt10_flags=("FP8", "FP16"), trt11_types="float16", fallback=("bf16", "fp16")),
     Format("nvfp4", "NVFP4", _nvfp4, True, -0.5, 10.0, "Blackwell (compute capability 10.0+: B200, GB200, RTX 50)",
            builder="strongly typed only: trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED (TensorRT 10.8+)",
            strongly_typed="FP4 DynamicQuantize/DequantizeLinear model with STRONGLY_TYPED",
@@ -141,16 +147,18 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            builder="config.set_flag(trt.BuilderFlag.FP16) (the INT4 weights come from the blockwise DequantizeLinear)",
            strongly_typed="the blockwise INT4 DequantizeLinear model (FP16 scales) with STRONGLY_TYPED",
            trtexec="--fp16", polygraphy="--fp16", stats="fp16", shipped=True, deploy_model=_w4_deploy, generation="Turing",
-           channel_stats=_w4_stats),
+           channel_stats=_w4_stats, trt10_flags=("FP16",), trt11_types="float16"),
     Format("fp16", "FP16", _fp16, False, 1.0, 7.5, "every GPU TensorRT 10 supports (Turing and newer)",
            builder="config.set_flag(trt.BuilderFlag.FP16)",
            strongly_typed="a model converted to FLOAT16 with STRONGLY_TYPED",
-           trtexec="--fp16", polygraphy="--fp16", stats="fp16", headroom=True, worst="fp16-worst", generation="Turing"),
+           trtexec="--fp16", polygraphy="--fp16", stats="fp16", headroom=True, worst="fp16-worst", generation="Turing",
+           trt10_flags=("FP16",), trt11_types="float16"),
     Format("bf16", "BF16", _bf16, False, 1.0, 8.0,
            "Ampere and newer (compute capability 8.0+: A100, A10, L4, H100, H200, B200, Jetson Orin)",
            builder="config.set_flag(trt.BuilderFlag.BF16)",
            strongly_typed="a model converted to BFLOAT16 with STRONGLY_TYPED",
-           trtexec="--bf16", polygraphy="--bf16", worst="bf16-worst", shipped=True, generation="Ampere"),
+           trtexec="--bf16", polygraphy="--bf16", worst="bf16-worst", shipped=True, generation="Ampere",
+           trt10_flags=("BF16",), trt11_types="bfloat16"),
 )}
 # a worst-case variant is judged and ranked like its format
 VARIANTS = {f.worst: f.name for f in FORMATS.values() if f.worst}

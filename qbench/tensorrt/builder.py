@@ -1,4 +1,5 @@
-"""Build a TensorRT engine from ONNX: FP32, FP16 or INT8, through Polygraphy's loaders.
+"""Build a TensorRT engine from ONNX: FP32, FP16 or INT8, or a shipped format folder's explicit model
+(FP8, W4A16, BF16: ``qbench build --from <out>/<format>-best``), through Polygraphy's loaders.
 
 Polygraphy's part (run by NVIDIA against every TensorRT release): ONNX parsing with TensorRT's plugins
 initialised (``NetworkFromOnnxBytes``), the strongly typed network flag, the builder configuration
@@ -18,7 +19,13 @@ qbench's part, which Polygraphy does not cover:
   which Polygraphy would otherwise fill with a default size;
 - the engine cache keyed by everything that changes the engine (``engine_cache``);
 - the requirement that every layer named in ``layer_precisions`` exists (Polygraphy only warns);
-- the capture plan the report needs (``capture.mark_network``).
+- the capture plan the report needs (``capture.mark_network``);
+- a shipped format (a row of ``qbench.simulate.formats`` with ``shipped``) is built from that row alone,
+  never from its name: 10.x sets the row's ``trt10_flags`` through CreateConfig's keyword of the same
+  name (``fp8``, ``fp16``, ``bf16``) on the explicit model as shipped; 11.x builds a strongly typed
+  network from a copy typed ``trt11_types`` outside the Q/DQ (``typed_models.float_typed_model``).
+  Refused in one line before any build: a 10.x whose ``trt.BuilderFlag`` lacks one of the row's flags,
+  and a GPU whose compute capability (when the CUDA runtime says it) is below the row's ``min_cc``.
 
 Checked here: every keyword passed to Polygraphy exists in its signature at the lowest and newest
 Polygraphy allowed, and the builder-config members Polygraphy sets exist in the real 10.16/11.4
@@ -39,7 +46,7 @@ from qbench.data import load_dataset
 from qbench.errors import MissingDependencyError, QbenchError
 from qbench.model import ModelGraph
 from qbench.ranges import Ranges
-from qbench.simulate import build_int8_model
+from qbench.simulate import build_int8_model, formats
 from qbench.tensorrt import capture as cap
 from qbench.tensorrt import polygraphy_backend
 from qbench.tensorrt._import import api_path, describe_path, import_trt
@@ -47,9 +54,11 @@ from qbench.tensorrt.calibrator import EntropyCalibrator
 from qbench.tensorrt.device_buffers import default_backend
 from qbench.tensorrt.engine_cache import EngineCache, cache_key
 from qbench.tensorrt.shapes import check_batch_size, compute_profile, data_digest, is_dynamic, validate_shapes
-from qbench.tensorrt.typed_models import fp16_typed_model
+from qbench.tensorrt.typed_models import float_typed_model, fp16_typed_model
 
 PRECISIONS = ("fp32", "fp16", "int8")
+# the formats whose <out>/<name>-best/ folder is built from its row of the formats table
+SHIPPED = tuple(name for name, row in formats.FORMATS.items() if row.shipped)
 CAPTURE_MODES = ("none", "debug", "unfused", "outputs")
 
 
@@ -111,8 +120,11 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
     before building and (10.x calibration) written after.
     """
     options = options or BuildOptions()
-    if precision not in PRECISIONS:
-        raise QbenchError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    row = formats.FORMATS[precision] if precision in SHIPPED else None
+    if precision not in PRECISIONS and row is None:
+        raise QbenchError(f"precision must be one of {', '.join(PRECISIONS + SHIPPED)}, not {precision!r}")
+    if row is not None and options.layer_precisions:
+        raise QbenchError(f"layer precisions apply to INT8 builds, not to {row.label} (its model states what is quantized)")
     if options.capture not in CAPTURE_MODES:
         raise QbenchError(f"capture must be one of {', '.join(CAPTURE_MODES)}, not {options.capture!r}")
     unknown = sorted(set(options.layer_precisions.values()) - set(LAYER_TYPES))
@@ -135,11 +147,16 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
 
     # fail fast (one line) where TensorRT cannot build at all, before any CPU-side model work
     pg = polygraphy_backend.backend(trt)
+    if row is not None:
+        require_format(trt, row, backend)
     create_builder(trt)
     # The profile is decided by --shapes and the data, so it is computed before the cache lookup
     # and goes into the key (a rebuild with other data must not hit an engine sized for the old).
     profile_dims = compute_profile(graph.inputs, dataset, options)
-    if path == "v11":
+    if row is not None:
+        onnx_model, more = _format_model(graph, row, path)
+        notes += more
+    elif path == "v11":
         onnx_model, ranges, more = _typed_model_v11(graph, precision, ranges, dataset, options)
         notes += more
     else:
@@ -219,7 +236,12 @@ def _config_keywords(trt, path: str, precision: str, options: BuildOptions, prof
         "profiling_verbosity": trt.ProfilingVerbosity.DETAILED,  # the inspector reports per-layer precision
         "memory_pool_limits": {trt.MemoryPoolType.WORKSPACE: int(options.workspace_mb) << 20},
     }
-    if path == "v10":
+    row = formats.FORMATS[precision] if precision in SHIPPED else None
+    if path == "v10" and row is not None:
+        # the row's builder flags, each through CreateConfig's keyword of the same name (tests/trt
+        # checks every one against Polygraphy's signature and the real trt.BuilderFlag)
+        keywords.update({flag.lower(): True for flag in row.trt10_flags})
+    elif path == "v10":
         keywords["fp16"] = (precision == "fp16" or (precision == "int8" and options.fp16_fallback)
                             or "fp16" in options.layer_precisions.values())
         keywords["int8"] = precision == "int8"
@@ -245,6 +267,41 @@ def _require_layers(network, layer_precisions: dict) -> None:
     if missing:
         raise QbenchError(f"no TensorRT layer named {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                           + ": the ONNX parser names layers after the model's nodes; build from the int8-best folder's model.onnx")
+
+
+# -- shipped formats (fp8-best, w4a16-best, bf16-best): the row of the formats table decides -----
+def require_format(trt, row, backend=None) -> None:
+    """One line instead of a build TensorRT would refuse or silently run in another precision: a 10.x
+    whose bindings lack one of the row's builder flags (the 10.16 bindings checked in tests/trt have
+    FP8 and BF16; a build without them must not quietly become FP16 or FP32), an 11.x without strongly
+    typed networks,
+    and a GPU below the row's compute capability (checked only when the CUDA runtime reports it)."""
+    if api_path(trt) == "v10":
+        missing = [flag for flag in row.trt10_flags if not hasattr(trt.BuilderFlag, flag)]
+        if missing:
+            raise QbenchError(f"TensorRT {trt.__version__} has no BuilderFlag.{missing[0]}, which a {row.label} build "
+                              f"needs: use a TensorRT release that has it")
+    elif not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        raise QbenchError(f"TensorRT {trt.__version__} has no strongly typed networks, which a {row.label} build needs")
+    try:
+        device = backend or default_backend()
+        capability = device.compute_capability()
+    except QbenchError:
+        return  # no GPU known here: TensorRT itself will say what it lacks
+    if capability is not None and capability < row.min_cc:
+        raise QbenchError(f"{row.label} needs a GPU of compute capability {row.min_cc:.1f} or newer ({row.gpus}); "
+                          f"this GPU ({_gpu_name(device)}) has {capability:.1f}")
+
+
+def _format_model(graph: ModelGraph, row, path: str):
+    """The ONNX model a shipped format's engine is built from, and the note saying how."""
+    if path == "v10":
+        flags = " + ".join(f"BuilderFlag.{flag}" for flag in row.trt10_flags)
+        return graph.model, [f"10.x {row.label}: {flags} on the model as shipped"]
+    if not row.trt11_types:
+        return graph.model, [f"11.x {row.label}: strongly typed network from the model as shipped"]
+    return float_typed_model(graph, row.trt11_types), [
+        f"11.x {row.label}: strongly typed network from a copy of the model typed {row.trt11_types} outside its Q/DQ"]
 
 
 # -- TensorRT 10.x: the entropy calibrator -----------------------------------------------------------

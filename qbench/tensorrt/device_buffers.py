@@ -34,6 +34,10 @@ class Backend:
     def dtoh(self, arr: np.ndarray, ptr: int) -> None: raise NotImplementedError
     def device_name(self) -> str: raise NotImplementedError
 
+    def compute_capability(self) -> float | None:
+        """The current device's compute capability as major.minor (8.9 for Ada), None where unknown."""
+        return None
+
 
 class CudartBackend(Backend):
     """The CUDA runtime library (libcudart) through Polygraphy's ctypes wrapper (``polygraphy.cuda``),
@@ -84,6 +88,16 @@ class CudartBackend(Backend):
         if self.rt.handle.cudaGetDevice(ctypes.byref(device)) or self.rt.handle.cudaGetDeviceProperties(prop, device):
             raise QbenchError("CUDA cudaGetDeviceProperties failed")
         return prop.raw[:256].split(b"\0")[0].decode(errors="replace").strip()
+
+    def compute_capability(self) -> float | None:
+        # cudaDeviceGetAttribute with cudaDevAttrComputeCapabilityMajor (75) / Minor (76), the CUDA
+        # runtime API's stable enum values; any failure leaves the capability unknown
+        device, major, minor = ctypes.c_int(0), ctypes.c_int(-1), ctypes.c_int(-1)
+        get = getattr(self.rt.handle, "cudaDeviceGetAttribute", None)
+        if get is None or self.rt.handle.cudaGetDevice(ctypes.byref(device)) or get(ctypes.byref(major), 75, device) \
+                or get(ctypes.byref(minor), 76, device) or major.value < 0 or minor.value < 0:
+            return None
+        return float(f"{major.value}.{minor.value}")
 
 
 class PycudaBackend(Backend):
@@ -139,6 +153,10 @@ class PycudaBackend(Backend):
 
     def device_name(self) -> str:
         return self.device.name()
+
+    def compute_capability(self) -> float | None:
+        major, minor = self.device.compute_capability()
+        return float(f"{major}.{minor}")
 
 
 _BACKENDS = {"pycuda": PycudaBackend, "cudart": CudartBackend}

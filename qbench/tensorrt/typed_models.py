@@ -10,14 +10,19 @@ see the same I/O as the FP32 model), and the INT8 engine from the Q/DQ model of
 Runtime on the CPU); its arithmetic stays float32, so handing it to a strongly typed network would
 build an FP32 engine with extra casts. This module makes the float16-typed twin instead, keeping the
 same rule for which inputs stay float32 (shape inputs such as Resize scales).
+The same conversion to bfloat16 gives the strongly typed form of a BF16 build, and applied to a shipped
+explicit model (``<out>/fp8-best/model_qdq.onnx``, ``w4a16-best/``) it types the layers outside the
+Q/DQ the way TensorRT 10's FP16 flag would let them run (``float_typed_model``; the type comes from
+the formats table's ``trt11_types``).
 Polygraphy's loaders parse the model they are given; making the float16-typed twin stays qbench's.
 Checked here with the ONNX checker's full type inference; never parsed by a real TensorRT.
 """
 
 from __future__ import annotations
 
+import ml_dtypes
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
@@ -28,9 +33,30 @@ import numpy as np
 FLOAT32_SLOTS = {"Resize": (1, 2, 3), "Upsample": (1,)}
 
 
+# ONNX type name -> (TensorProto element type, numpy dtype the weights are rounded to, lowest opset
+# whose operators take it: ONNX admitted bfloat16 for Conv, pooling and most others only in opset 22)
+FLOAT_TYPES = {"float16": (TensorProto.FLOAT16, np.float16, 1),
+               "bfloat16": (TensorProto.BFLOAT16, ml_dtypes.bfloat16, 22)}
+
+
 def fp16_typed_model(graph: ModelGraph) -> onnx.ModelProto:
+    return float_typed_model(graph, "float16")
+
+
+def float_typed_model(graph: ModelGraph, type_name: str) -> onnx.ModelProto:
+    """The model with its float32 weights, casts and activations in ``type_name`` ("float16" or
+    "bfloat16"), float32 I/O kept by casts at the edges; Q/DQ scales are weights and follow."""
+    if type_name not in FLOAT_TYPES:
+        raise QbenchError(f"no typed model for {type_name!r}; choose from {', '.join(FLOAT_TYPES)}")
+    elem, dtype, min_opset = FLOAT_TYPES[type_name]
     model = onnx.ModelProto()
     model.CopyFrom(graph.model)
+    if _opset(model) < min_opset:  # ONNX's own version converter; a model it cannot convert is one line
+        try:
+            model = version_converter.convert_version(model, min_opset)
+        except Exception as exc:  # noqa: BLE001 - the converter raises several types; reported in one line
+            raise QbenchError(f"cannot make a {type_name}-typed model for TensorRT 11.x: converting opset "
+                              f"{_opset(graph.model)} to {min_opset} failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     g = model.graph
     keep32 = set()
     for node in g.node:
@@ -40,31 +66,31 @@ def fp16_typed_model(graph: ModelGraph) -> onnx.ModelProto:
     _fold_batchnorm(model, graph)
     for init in g.initializer:
         if init.data_type == TensorProto.FLOAT and init.name not in keep32:
-            arr = numpy_helper.to_array(init).astype("float16")
+            arr = numpy_helper.to_array(init).astype(dtype)
             init.CopyFrom(numpy_helper.from_array(arr, init.name))
     for node in g.node:
         if node.op_type == "Cast":
             for attr in node.attribute:
                 if attr.name == "to" and attr.i == TensorProto.FLOAT and not any(o in keep32 for o in node.output):
-                    attr.i = TensorProto.FLOAT16
+                    attr.i = elem
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype("float16"), attr.t.name))
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(dtype), attr.t.name))
     # float32 graph inputs enter through a Cast to float16; consumers read the cast value
     new_nodes = []
     for inp in g.input:
         if inp.type.tensor_type.elem_type == TensorProto.FLOAT and inp.name not in {i.name for i in g.initializer}:
-            half = f"{inp.name}::fp16"
+            half = f"{inp.name}::{type_name}"
             for node in g.node:
                 for k, name in enumerate(node.input):
                     if name == inp.name and name not in keep32:
                         node.input[k] = half
-            new_nodes.append(helper.make_node("Cast", [inp.name], [half], to=TensorProto.FLOAT16, name=f"{inp.name}_to_fp16"))
+            new_nodes.append(helper.make_node("Cast", [inp.name], [half], to=elem, name=f"{inp.name}_to_{type_name}"))
     # outputs leave through a Cast back to float32, under their original names
     tail = []
     for out in g.output:
         if out.type.tensor_type.elem_type == TensorProto.FLOAT:
-            half = f"{out.name}::fp16"
+            half = f"{out.name}::{type_name}"
             for node in g.node:
                 for k, name in enumerate(node.output):
                     if name == out.name:
@@ -80,8 +106,12 @@ def fp16_typed_model(graph: ModelGraph) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise QbenchError(f"cannot make a float16-typed model for TensorRT 11.x: {str(exc).splitlines()[0]}") from None
+        raise QbenchError(f"cannot make a {type_name}-typed model for TensorRT 11.x: {str(exc).splitlines()[0]}") from None
     return model
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 def _fold_batchnorm(model: onnx.ModelProto, graph: ModelGraph) -> None:

@@ -2,7 +2,8 @@
 network, IBuilderConfig and IOptimizationProfile (tests/trt/doubles.py): every member Polygraphy reads,
 calls or sets must exist on the real bindings class, else the double raises AttributeError and
 Polygraphy reports the feature unavailable. Run as a script under the real bindings; prints one JSON
-object with what was set for each precision of this TensorRT's path.
+object with what was set for each precision of this TensorRT's path, the shipped formats' rows
+(``builder.SHIPPED``) included.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def main() -> None:
 
     from qbench.tensorrt import polygraphy_backend
     from qbench.tensorrt._import import api_path, import_trt
-    from qbench.tensorrt.builder import BuildOptions, _config_keywords
+    from qbench.tensorrt.builder import PRECISIONS, SHIPPED, BuildOptions, _config_keywords
     from qbench.tensorrt.calibrator import EntropyCalibrator
     from qbench.ranges import Ranges, TensorRange
     from tests.trt import doubles
@@ -35,7 +36,7 @@ def main() -> None:
     path = api_path(trt)
     profile = {"x": ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))}
     out = {"version": polygraphy.__version__, "path": path, "runs": {}}
-    for precision in ("fp32", "fp16", "int8"):
+    for precision in PRECISIONS + SHIPPED:  # the shipped formats' rows: fp8, w4a16, bf16
         log: list = []
         x = doubles.tensor(trt, log, "x", (-1, 3, 8, 8))
         conv_out = doubles.tensor(trt, log, "conv_out")

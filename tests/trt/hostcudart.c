@@ -9,6 +9,7 @@
  * tests/trt/conftest.py compiles it as libcudart.so.13 in a session fixture.
  */
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -27,4 +28,15 @@ EXPORT int cudaGetDevice(int *device) { *device = 0; return 0; }
 /* cudaDeviceProp begins with char name[256]; the caller passes a buffer larger than the struct */
 EXPORT int cudaGetDeviceProperties(char *prop, int device) {
     (void)device; strncpy(prop, "host-memory CUDA runtime stand-in (no GPU)", 256); return 0;
+}
+/* cudaDevAttrComputeCapabilityMajor (75) / Minor (76) from HOSTCUDART_CC ("8.6"); unset: an error,
+   so the compute capability is unknown, as on a machine whose runtime cannot say */
+EXPORT int cudaDeviceGetAttribute(int *value, int attr, int device) {
+    const char *cc = getenv("HOSTCUDART_CC");
+    int major = 0, minor = 0;
+    (void)device;
+    if (cc == NULL || sscanf(cc, "%d.%d", &major, &minor) != 2) return 1;
+    if (attr == 75) { *value = major; return 0; }
+    if (attr == 76) { *value = minor; return 0; }
+    return 1;
 }

@@ -3,7 +3,8 @@ that is importable (run as a script under the real TensorRT bindings; prints one
 
 Where the keywords come from: the source of qbench/tensorrt, parsed with ast (every call of
 ``pg.<Name>(...)``, ``pg`` being ``polygraphy.backend.trt``, and of the runner's ``infer``), plus the
-keywords ``builder._config_keywords`` really returns for every path and precision (they reach
+keywords ``builder._config_keywords`` really returns for every path and precision, the shipped
+formats' rows included (fp8=, bf16=: they reach
 ``CreateConfig`` as ``**keywords``, which the source cannot show). A class whose ``__init__`` takes
 ``**kwargs`` forwards them to its base (CreateConfig to _CreateConfigCommon), so the accepted names are
 collected along the MRO until an ``__init__`` takes no ``**kwargs``.
@@ -42,11 +43,11 @@ def source_calls() -> dict[str, set[str]]:
 
 
 def config_keywords(trt, pg) -> set[str]:
-    from qbench.tensorrt.builder import BuildOptions, _config_keywords
+    from qbench.tensorrt.builder import PRECISIONS, SHIPPED, BuildOptions, _config_keywords
 
     names = set()
     for path in ("v10", "v11"):
-        for precision in ("fp32", "fp16", "int8"):
+        for precision in PRECISIONS + SHIPPED:
             options = BuildOptions(layer_precisions={"conv": "fp16"} if path == "v10" else {}, timing_cache=Path("t.cache"))
             profile = {"x": ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))}
             names |= set(_config_keywords(trt, path, precision, options, profile, None, pg))

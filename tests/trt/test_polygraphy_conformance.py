@@ -16,6 +16,8 @@ import zipfile
 
 import pytest
 
+from qbench.simulate.formats import FORMATS
+from qbench.tensorrt.builder import SHIPPED
 from tests.trt.conftest import REPO, trt_env
 
 pytestmark = pytest.mark.trt_bindings
@@ -70,7 +72,7 @@ def test_every_keyword_qbench_passes_is_in_polygraphys_signature(which, major, n
     assert out["teeth"] is True
     # the calls qbench makes are all seen, with their keywords
     assert {"tf32", "calibrator", "profiles", "precision_constraints", "load_timing_cache",
-            "profiling_verbosity", "memory_pool_limits"} <= set(out["checked"]["CreateConfig"])
+            "profiling_verbosity", "memory_pool_limits", "fp8", "bf16"} <= set(out["checked"]["CreateConfig"])
     assert set(out["checked"]["NetworkFromOnnxBytes"]) == {"strongly_typed", "mark_unfused_tensors_as_debug_tensors"}
     assert {"EngineBytesFromNetwork", "EngineFromBytes", "ModifyNetworkOutputs", "MarkDebug", "SetLayerPrecisions",
             "TrtRunner", "TrtRunner.infer_impl", "Profile.add"} <= set(out["checked"])
@@ -91,6 +93,10 @@ def test_builder_config_members_polygraphy_sets_exist_in_tensorrt(which, major, 
         assert runs["int8"]["flags"] == ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "TF32"]
         assert runs["int8"]["calibrator_is_qbench"] is True
         assert "config.set_calibration_profile" in runs["int8"]["called"]
+        # each shipped format's row: exactly its builder flags, set by Polygraphy on the real enum members
+        for name in SHIPPED:
+            assert runs[name]["flags"] == sorted({*FORMATS[name].trt10_flags, "TF32"}), name
+        assert {"FP8", "BF16"} <= {f for name in SHIPPED for f in runs[name]["flags"]}
     else:  # 11.x: precision comes from the typed model; no precision flags, no calibrator
         assert all(r["flags"] == ["TF32"] and not r["calibrator_is_qbench"] for r in runs.values())
     # Polygraphy's messages went through Python logging (stdout held only the JSON: checked in _run)
