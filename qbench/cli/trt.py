@@ -89,7 +89,8 @@ def build_command(model, from_dir, precision, data, cache, output, batch_size, l
     precision = precision or "fp32"
     opts = BuildOptions(workspace_mb=workspace_mb, calib_batch_size=batch_size, calib_limit=limit,
                         shapes=_shapes(shapes), timing_cache=timing_cache, engine_cache=engine_cache, capture=capture,
-                        layer_precisions=layer_precisions)
+                        layer_precisions=layer_precisions,
+                        higher_format=(shipped or {}).get("higher_format"))
     result = build_engine(model, precision, data=data, cache=cache, options=opts)
     result.save(output)
     click.echo(f"TensorRT {result.trt_version}: {result.path_description}", err=True)

@@ -77,6 +77,9 @@ class BuildOptions:
     # layer (ONNX node) name -> "fp32" | "fp16": layers kept out of INT8 (qbench.search's int8-best).
     # 10.x: layer.precision with OBEY_PRECISION_CONSTRAINTS; 11.x: no Q/DQ on those nodes.
     layer_precisions: dict[str, str] = field(default_factory=dict)
+    # a shipped mixed-format folder (qbench.search.format_mixed, e.g. fp8-best with layers in bf16):
+    # the format of its named layers, whose flags the build needs beside the base format's
+    higher_format: str | None = None
 
 
 @dataclass
@@ -121,6 +124,7 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
     """
     options = options or BuildOptions()
     row = formats.FORMATS[precision] if precision in SHIPPED else None
+    higher = formats.get(options.higher_format) if row is not None and options.higher_format else None
     if precision not in PRECISIONS and row is None:
         raise QbenchError(f"precision must be one of {', '.join(PRECISIONS + SHIPPED)}, not {precision!r}")
     if row is not None and options.layer_precisions:
@@ -149,12 +153,14 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
     pg = polygraphy_backend.backend(trt)
     if row is not None:
         require_format(trt, row, backend)
+        if higher is not None:
+            require_format(trt, higher, backend)
     create_builder(trt)
     # The profile is decided by --shapes and the data, so it is computed before the cache lookup
     # and goes into the key (a rebuild with other data must not hit an engine sized for the old).
     profile_dims = compute_profile(graph.inputs, dataset, options)
     if row is not None:
-        onnx_model, more = _format_model(graph, row, path)
+        onnx_model, more = _format_model(graph, row, path, higher)
         notes += more
     elif path == "v11":
         onnx_model, ranges, more = _typed_model_v11(graph, precision, ranges, dataset, options)
@@ -223,6 +229,11 @@ def build_engine(model, precision: str, *, data=None, ranges: Ranges | None = No
 LAYER_TYPES = {"fp32": "float32", "fp16": "float16"}
 
 
+def _trt10_flags(row, higher=None) -> tuple[str, ...]:
+    """The 10.x builder flags of a shipped format, and of the format its named layers are in (mixed)."""
+    return tuple(dict.fromkeys(row.trt10_flags + (higher.trt10_flags if higher is not None else ())))
+
+
 def _config_keywords(trt, path: str, precision: str, options: BuildOptions, profile_dims: dict, calibrator, pg) -> dict:
     """The keywords handed to Polygraphy's ``CreateConfig`` (tests/trt checks each against its signature).
 
@@ -237,10 +248,11 @@ def _config_keywords(trt, path: str, precision: str, options: BuildOptions, prof
         "memory_pool_limits": {trt.MemoryPoolType.WORKSPACE: int(options.workspace_mb) << 20},
     }
     row = formats.FORMATS[precision] if precision in SHIPPED else None
+    higher = formats.get(options.higher_format) if row is not None and options.higher_format else None
     if path == "v10" and row is not None:
         # the row's builder flags, each through CreateConfig's keyword of the same name (tests/trt
         # checks every one against Polygraphy's signature and the real trt.BuilderFlag)
-        keywords.update({flag.lower(): True for flag in row.trt10_flags})
+        keywords.update({flag.lower(): True for flag in _trt10_flags(row, higher)})
     elif path == "v10":
         keywords["fp16"] = (precision == "fp16" or (precision == "int8" and options.fp16_fallback)
                             or "fp16" in options.layer_precisions.values())
@@ -293,11 +305,16 @@ def require_format(trt, row, backend=None) -> None:
                           f"this GPU ({_gpu_name(device)}) has {capability:.1f}")
 
 
-def _format_model(graph: ModelGraph, row, path: str):
-    """The ONNX model a shipped format's engine is built from, and the note saying how."""
+def _format_model(graph: ModelGraph, row, path: str, higher=None):
+    """The ONNX model a shipped format's engine is built from, and the note saying how. A mixed folder
+    (``higher``: the format of its named layers) is built on 11.x from the model as shipped: typing the
+    rest to the base format's float type would retype the Casts that put those layers in ``higher``."""
     if path == "v10":
-        flags = " + ".join(f"BuilderFlag.{flag}" for flag in row.trt10_flags)
+        flags = " + ".join(f"BuilderFlag.{flag}" for flag in _trt10_flags(row, higher))
         return graph.model, [f"10.x {row.label}: {flags} on the model as shipped"]
+    if higher is not None:
+        return graph.model, [f"11.x {row.label} with layers in {higher.label}: strongly typed network from the model as "
+                             f"shipped (its Casts state the {higher.label} layers; the rest outside Q/DQ stays float32)"]
     if not row.trt11_types:
         return graph.model, [f"11.x {row.label}: strongly typed network from the model as shipped"]
     return float_typed_model(graph, row.trt11_types), [

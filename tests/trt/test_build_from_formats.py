@@ -193,3 +193,34 @@ def test_trt_info_says_the_compute_capability(null_libs):
         info = subprocess.run([sys.executable, "-m", "qbench", "trt-info"], env=env, capture_output=True, text=True,
                               cwd=REPO, timeout=120).stdout
         assert f"GPU: host-memory CUDA runtime stand-in (no GPU); {want}" in info, info
+
+
+@pytest.fixture(scope="module")
+def mixed_fp8(shipped, tmp_path_factory):
+    """An fp8-best folder as the mixed-format search ships it (qbench.search.format_mixed): its verdict
+    names the candidate, the higher format and the layers moved there."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("mixed") / "fp8-best"
+    shutil.copytree(shipped["fp8"], folder)
+    verdict = json.loads((folder / "verdict.json").read_text())
+    verdict.update(candidate="fp8-bf16", higher_format="bf16", higher_layers=["some_conv"])
+    (folder / "verdict.json").write_text(json.dumps(verdict))
+    return folder
+
+
+def test_mixed_folder_sets_the_higher_formats_flag_too_on_10x(mixed_fp8, null_libs, tmp_path):
+    out, err = _build("10", null_libs, mixed_fp8, tmp_path / "m.engine")
+    assert out["error"] is None and out["engine"] == "engine built by the double"
+    # FP8 and FP16 of the fp8 row, and BF16 for the layers the search moved to bf16
+    assert out["flags"] == ["BF16", "FP16", "FP8", "TF32"], out
+    assert "BuilderFlag.FP8 + BuilderFlag.FP16 + BuilderFlag.BF16 on the model as shipped" in err
+
+
+def test_mixed_folder_is_built_as_shipped_on_11x(mixed_fp8, null_libs, tmp_path):
+    out, err = _build("11", null_libs, mixed_fp8, tmp_path / "m.engine")
+    assert out["error"] is None and out["flags"] == ["TF32"]
+    assert out["network_flags"] == [out["strongly_typed_flags"]]
+    # not retyped to float16: that would retype the Casts that put the moved layers in bf16
+    assert "float16" not in out["float_initializers"] and "float32" in out["float_initializers"]
+    assert "strongly typed network from the model as shipped" in err
