@@ -48,6 +48,17 @@ class SimulatedModel:
     def graph(self, name: str | None = None) -> ModelGraph:
         return ModelGraph(self.model, name=name or f"{self.source}-{self.precision}")
 
+    @classmethod
+    def explicit(cls, graph: ModelGraph, model: onnx.ModelProto, precision: str, activations, weights, keep_tensors,
+                 keep_nodes, assumptions: list[str]) -> "SimulatedModel":
+        """An explicit-placement simulation (FP8, NVFP4): ``activations`` split into the node outputs
+        and the graph inputs they are, the kept names as requested."""
+        produced = {t.name for t in graph.tensors}
+        return cls(model=model, precision=precision, quantized=[n for n in activations if n in produced],
+                   quantized_inputs=[n for n in activations if n not in produced], weights=list(weights),
+                   kept_float=sorted(keep_tensors), kept_nodes=kept_node_names(graph, keep_nodes), source=graph.name,
+                   placement="explicit", assumptions=assumptions)
+
     def save(self, path) -> None:
         atomic.write_bytes(path, self.model.SerializeToString())
 

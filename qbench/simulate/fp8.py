@@ -37,7 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.simulate import naming
-from qbench.simulate.common import SimulatedModel, as_graph, copy_at_opset, finish, kept_node_names, kept_node_outputs, resolve_keep_float
+from qbench.simulate.common import SimulatedModel, as_graph, copy_at_opset, finish, kept_node_outputs, resolve_keep_float
 from qbench.simulate.placement import WEIGHTED_OPS, weight_slot
 from qbench.simulate.rewrite import Rewriter
 
@@ -163,18 +163,8 @@ def build_fp8_model(graph, ranges, keep_float=(), calibrator: str = "max", insid
         attrs = {} if axis is None else {"axis": axis}
         rw.add_chain(name, [helper.make_node("DequantizeLinear", [codes_name, scale_name, zp_name], [target],
                                              name=f"{name}::DequantizeLinear", **attrs)])
-    produced = {t.name for t in graph.tensors}
-    return SimulatedModel(
-        model=finish(rw.apply(), "FP8", graph.model),
-        precision="fp8",
-        quantized=[n for n in activations if n in produced],
-        quantized_inputs=[n for n in activations if n not in produced],
-        weights=list(weights),
-        kept_float=sorted(keep_tensors),
-        kept_nodes=kept_node_names(graph, keep_nodes),
-        source=graph.name,
-        placement="explicit",
-        assumptions=[f"FP8 E4M3 Q/DQ on the inputs of {len(activations)} activation(s) of Conv/Gemm/MatMul layers "
+    return SimulatedModel.explicit(
+        graph, finish(rw.apply(), "FP8", graph.model), "fp8", activations, weights, keep_tensors,
+        keep_nodes, [f"FP8 E4M3 Q/DQ on the inputs of {len(activations)} activation(s) of Conv/Gemm/MatMul layers "
                      f"(per tensor, amax by {calibrator}) and {len(weights)} weight(s) (per output channel); every "
-                     "other layer left in FP32 (its FP16/BF16 rounding in the engine is not simulated)"],
-    )
+                     "other layer left in FP32 (its FP16/BF16 rounding in the engine is not simulated)"])

@@ -38,7 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 from qbench.errors import QbenchError
 from qbench.model import ModelGraph
 from qbench.simulate import naming
-from qbench.simulate.common import SimulatedModel, as_graph, copy_at_opset, finish, kept_node_names, kept_node_outputs, resolve_keep_float
+from qbench.simulate.common import SimulatedModel, as_graph, copy_at_opset, finish, kept_node_outputs, resolve_keep_float
 from qbench.simulate.fp8 import E4M3_MAX, observed_amax, to_e4m3
 from qbench.simulate.rewrite import Rewriter
 from qbench.simulate.w4a16 import plan_w4
@@ -169,18 +169,8 @@ def build_nvfp4_model(graph, ranges, keep_float=()) -> SimulatedModel:
         fq = name + naming.FP4
         rw.add_initializer(numpy_helper.from_array(quantize_weight(graph.initializer(name), axis), fq))
         rw.add_chain(name, [helper.make_node("Identity", [fq], [target], name=f"{name}::NVFP4")])
-    produced = {t.name for t in graph.tensors}
-    return SimulatedModel(
-        model=finish(rw.apply(), "NVFP4", graph.model),
-        precision="nvfp4",
-        quantized=[n for n in activations if n in produced],
-        quantized_inputs=[n for n in activations if n not in produced],
-        weights=list(weights),
-        kept_float=sorted(keep_tensors),
-        kept_nodes=kept_node_names(graph, keep_nodes),
-        source=graph.name,
-        placement="explicit",
-        assumptions=[f"NVFP4 (E2M1, E4M3 scale per 16 values, FP32 scale per tensor) on {len(weights)} MatMul/Gemm "
+    return SimulatedModel.explicit(
+        graph, finish(rw.apply(), "NVFP4", graph.model), "nvfp4", activations, weights, keep_tensors,
+        keep_nodes, [f"NVFP4 (E2M1, E4M3 scale per 16 values, FP32 scale per tensor) on {len(weights)} MatMul/Gemm "
                      "layer(s): weights offline, activations with dynamic block scales; everything else in FP32"]
-                    + [f"layout: {why}" for why in skipped],
-    )
+                    + [f"layout: {why}" for why in skipped])
