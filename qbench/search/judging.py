@@ -88,7 +88,8 @@ class Reference:
         first = self.samples[0]
         for name in first:
             shapes = {s[name].shape for s in self.samples}  # one sample read at a time
-            if len(shapes) != 1 or first[name].shape[0] != 1:
+            # a scalar input (silero-vad's sample rate) has no batch axis to stack along
+            if len(shapes) != 1 or not first[name].shape or first[name].shape[0] != 1:
                 return False
         for spec in sess.get_inputs():
             if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0:
