@@ -266,7 +266,10 @@ def recommend(candidates, thresholds=None, shipped: Shipped | None = None) -> Re
     if rows:
         table["rank"] = [_rank(r, shipped) for r in rows]
         table = table.sort_values("rank", kind="stable").drop(columns="rank").reset_index(drop=True)
-    passing = table[table["verdict"] == "pass"]
+    # a format that changed no tensor of this model (NVFP4 on a Conv-only net) passes trivially: its
+    # engine would run those layers in a higher precision and gain nothing, so it is never the answer
+    unchanged = [c.precision for c in candidates if (getattr(c, "meta", None) or {}).get("simulated_tensors") == 0]
+    passing = table[(table["verdict"] == "pass") & ~table["precision"].isin(unchanged)]
     fp32 = _fp32_latency(table)
 
     if passing.empty:
@@ -276,7 +279,7 @@ def recommend(candidates, thresholds=None, shipped: Shipped | None = None) -> Re
                   (f"; {', '.join(unsure['precision'])} inconclusive, not a pass." if len(unsure) else "."))
         if rows:
             reason += " " + " ".join(f"{r.precision}: {r.verdict}: {r.why}." for r in table.itertuples())
-        reason += format_ranking(table)
+        reason += _unchanged_note(unchanged) + format_ranking(table)
         return Recommendation("fp32", reason, table, th, shipped)
 
     choice = passing.iloc[0]
@@ -296,6 +299,7 @@ def recommend(candidates, thresholds=None, shipped: Shipped | None = None) -> Re
     if not math.isnan(choice["latency_ms"]) and fp32 and choice["precision"].lower() != "fp32":
         reason += f" {fp32 / choice['latency_ms']:.2f}× the speed of FP32 ({choice['latency_ms']:.2f} ms vs {fp32:.2f} ms)."
     reason += _keep_float_note(candidates, str(choice["precision"]))
+    reason += _unchanged_note(unchanged)
     if choice["precision"] == SHIPPED:
         kept = f" Keeps {len(shipped.keep_float)} layer(s) in float: {', '.join(shipped.keep_float)}." if shipped.keep_float else ""
         reason += kept + (f" Deployable files: {shipped.folder}." if shipped.folder else "")
@@ -307,6 +311,13 @@ def recommend(candidates, thresholds=None, shipped: Shipped | None = None) -> Re
         elif r.verdict == "fail":
             reason += f" {r.precision.upper()} rejected: {r.why}."
     return Recommendation(str(choice["precision"]), reason, table, th, shipped)
+
+
+def _unchanged_note(unchanged: list[str]) -> str:
+    if not unchanged:
+        return ""
+    return (f" {', '.join(p.upper() for p in unchanged)} quantizes no layer of this model (none of the layers that "
+            "format applies to), so its engine would gain nothing: not taken, whatever its verdict.")
 
 
 def format_ranking(table: pd.DataFrame) -> str:

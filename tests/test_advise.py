@@ -98,3 +98,25 @@ def test_nan_inf_the_reference_has_too_is_not_held_against_a_candidate():
     assert same["verdict"] == "pass" and same["output_nonfinite"] == 0
     more = evaluate(CandidateResult("fp16", pd.DataFrame([{**row, "cand_inf": 6}])), Thresholds())
     assert more["verdict"] == "fail" and more["output_nonfinite"] == 1
+
+
+def test_a_format_that_changes_no_tensor_is_never_the_answer():
+    """NVFP4 quantizes MatMul/Gemm only: on the embedded Conv-only detector it changes nothing, so it
+    "passes" trivially; the recommendation must take the cheapest format that really changes the model."""
+    from qbench.defaults import DEFAULT_MODEL
+    from qbench.model import ModelGraph
+    from qbench.ranges import Ranges
+    from qbench.simulate import formats
+
+    # no MatMul/Gemm, so no activation scale is ever looked up: an empty ranges table suffices
+    sim = formats.get("nvfp4").simulate(ModelGraph.from_path(DEFAULT_MODEL), Ranges())
+    assert len(sim.quantized) + len(sim.quantized_inputs) + len(sim.weights) == 0  # the fact the rule rests on
+    nvfp4, fp16 = _cand("nvfp4", 1.0), _cand("fp16", 0.999)
+    nvfp4.meta["simulated_tensors"] = 0
+    fp16.meta["simulated_tensors"] = 12
+    rec = recommend([nvfp4, fp16])
+    assert rec.precision == "fp16", rec.reason
+    assert "NVFP4 quantizes no layer of this model" in rec.reason
+    # without the count (results from elsewhere), the cheaper passing format is taken as before
+    del nvfp4.meta["simulated_tensors"]
+    assert recommend([nvfp4, fp16]).precision == "nvfp4"

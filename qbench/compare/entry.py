@@ -81,6 +81,9 @@ def compare_precision(graph: ModelGraph, dataset, precision: str, ranges=None, *
                        ranges=_AppliedRanges(ranges, sim) if int8_stats else None,
                        quantized=list(sim.quantized) + list(sim.quantized_inputs) if int8_stats else None, **kwargs)
     cmp.meta["precision"] = precision
+    # how many tensors the format changed: 0 where the model has no layer it quantizes (NVFP4 on a
+    # Conv-only net), which the recommendation must not read as a cheap pass (qbench.advise)
+    cmp.meta["simulated_tensors"] = len(sim.quantized) + len(sim.quantized_inputs) + len(sim.weights)
     how = f"{fmt.label} ({'Q/DQ' if fmt.needs_ranges else sim.mode + ' mode' if sim.mode else 'rounded'})"
     if fmt.headroom:
         _add_headroom(cmp, graph, sim)
