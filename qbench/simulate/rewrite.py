@@ -86,7 +86,7 @@ class Rewriter:
         each weight once (as int8 codes for INT8)."""
         graph = self.model.graph
         # If/Loop bodies may read outer weights by name (silero-vad's LSTM weights): they count too
-        used = _names_read(graph) | {o.name for o in graph.output}
+        used = names_read(graph) | {o.name for o in graph.output}
         keep = [t for t in graph.initializer if t.name in used]
         del graph.initializer[:]
         graph.initializer.extend(keep)
@@ -97,12 +97,12 @@ class Rewriter:
             graph.input.remove(vi)
 
 
-def _names_read(graph: onnx.GraphProto) -> set[str]:
+def names_read(graph: onnx.GraphProto) -> set[str]:
     """Every tensor name the nodes of ``graph`` read, including inside their subgraphs."""
     names = set()
     for node in graph.node:
         names.update(node.input)
         for attr in node.attribute:
             for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                names |= _names_read(sub)
+                names |= names_read(sub)
     return names

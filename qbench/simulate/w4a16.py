@@ -25,7 +25,7 @@ from qbench.model import ModelGraph
 from qbench.simulate import naming
 from qbench.simulate.common import SimulatedModel, as_graph, copy_at_opset, resolve_keep_float
 from qbench.simulate.fp16 import build_fp16_model
-from qbench.simulate.rewrite import Rewriter
+from qbench.simulate.rewrite import Rewriter, names_read
 
 INT4_MIN, INT4_MAX = -8, 7
 INT4_OPSET = 21  # blockwise DequantizeLinear (block_size) and the int4 type arrive in opset 21
@@ -165,8 +165,9 @@ def int4_weight_model(graph, keep_float=(), *, block: int = BLOCK, channel_stats
         model.graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv))
         model.graph.node.insert(index, helper.make_node("Mul", [node.input[0], inv], [scaled], name=weight + "::AwqScale"))
         model.graph.node[index + 1].input[0] = scaled
-    # the float originals (``w::float``) are read by nothing once every reader takes the DQ output
-    used = {i for n in model.graph.node for i in n.input}
+    # the float originals (``w::float``) are read by nothing once every reader takes the DQ output;
+    # weights an If/Loop body reads by name (openWakeWord's verifier head) are read, and stay
+    used = names_read(model.graph)
     kept = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
