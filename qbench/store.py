@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import math
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 
@@ -154,11 +155,23 @@ class ResultStore:
             self._conn.close()
 
     def _wal(self) -> None:
-        try:
-            self._conn.execute("PRAGMA journal_mode = WAL")  # persistent: set once per file, cheap after
-        except sqlite3.DatabaseError as exc:
-            self._conn.close()
-            raise QbenchError(f"cannot use the results store {self.path}: {exc}") from None
+        """WAL mode, persistent: set once per file, cheap after. Switching a new file's journal mode
+        needs its exclusive lock, and SQLite answers "database is locked" at once, without the busy
+        timeout, while another process holds any lock -- as when a sweep's workers all open a new
+        store at their first cell. So the switch is retried, within the same busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    self._conn.close()
+                    raise QbenchError(f"cannot use the results store {self.path}: {exc}") from None
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                self._conn.close()
+                raise QbenchError(f"cannot use the results store {self.path}: {exc}") from None
 
     @contextlib.contextmanager
     def _transaction(self):

@@ -90,3 +90,26 @@ def test_unusable_files_are_refused_with_one_line(tmp_path):
         ResultStore(foreign)
     with pytest.raises(QbenchError, match="folder"):
         ResultStore(tmp_path)
+
+
+def test_a_new_store_opened_while_another_process_holds_a_lock_waits(tmp_path):
+    """A sweep's workers open a new store at once: switching its journal to WAL needs the exclusive
+    lock, which SQLite refuses at once (no busy timeout) while another connection holds any lock.
+    The store waits for it instead of failing the cell ("database is locked", seen in bench_sweep)."""
+    import sqlite3
+    import threading
+
+    from qbench.store import ResultStore
+
+    path = tmp_path / "new.sqlite"
+    other = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the file's reserved lock
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        with ResultStore(path):
+            pass
+    finally:
+        release.join()
+        other.close()
+    assert sqlite3.connect(str(path)).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
