@@ -21,34 +21,38 @@ def _calibrate(out: str) -> None:
     costs = re.search(r"histogram fold: ([0-9.]+) ns .* \(np.max\): ([0-9.]+) ns; the 1.2x target leaves ([0-9.]+) ns", out)
     assert costs and all(float(v) > 0 for v in costs.groups()), out
 
+
 def _judge(out: str) -> None:
     ratios = dict(re.findall(r"ratio (\w+) / without: ([0-9.]+) wall-clock, [0-9.]+ CPU time", out))
     assert set(ratios) == {"generic", "segment"} and all(float(r) > 0 for r in ratios.values()), out
     # the judged runs really judged: their comparisons report time spent in the task judge
     assert re.search(r"^generic\s.*int8 [0-9.]+, fp16 [0-9.]+", out, re.M), out
 
-def _sweep(out: str) -> None:
-    assert re.search(r"^cells: 2 \(1 sample\(s\) each\)", out, re.M), out
-    times = dict(re.findall(r"^(sequential|pool):\s+([0-9.]+) s", out, re.M))
-    ratio = re.search(r"ratio pool / sequential: ([0-9.]+)", out)
-    assert set(times) == {"sequential", "pool"} and ratio, out
-    assert abs(float(ratio.group(1)) - float(times["pool"]) / float(times["sequential"])) < 0.01
-    # the machine's own parallel capacity is measured and printed beside the ratio
-    cap = re.search(r"at ([0-9.]+)x the throughput of one .* no pool can beat ([0-9.]+)", out)
+
+def _parallel_against_sequential(out: str, side: str, cannot_beat: str) -> None:
+    """A sweep benchmark's two times, their ratio as printed, and the machine's parallel capacity
+    printed beside it (bench_sweep.py: a pool; bench_sweep_ray.py: a Ray cluster)."""
+    times = dict(re.findall(rf"^(sequential|{side}):\s+([0-9.]+) s", out, re.M))
+    ratio = re.search(rf"ratio {side} / sequential: ([0-9.]+)", out)
+    assert set(times) == {"sequential", side} and ratio, out
+    assert abs(float(ratio.group(1)) - float(times[side]) / float(times["sequential"])) < 0.01
+    cap = re.search(rf"at ([0-9.]+)x the throughput of one .* {cannot_beat} ([0-9.]+)", out)
     # (both printed to 2 decimals: their product is 1 within the rounding, e.g. 0.33 x 3.03 on a busy machine)
     assert cap and float(cap.group(1)) > 0 and abs(float(cap.group(1)) * float(cap.group(2)) - 1) < 0.03, out
 
+
+def _sweep(out: str) -> None:
+    assert re.search(r"^cells: 2 \(1 sample\(s\) each\)", out, re.M), out
+    _parallel_against_sequential(out, "pool", "no pool can beat")
+
+
 def _sweep_ray(out: str) -> None:
     assert re.search(r"^cells: 2 \(1 sample\(s\) each\), .*Ray worker nodes: 2 x 1 CPU", out, re.M), out
-    times = dict(re.findall(r"^(sequential|ray):\s+([0-9.]+) s", out, re.M))
-    ratio = re.search(r"ratio ray / sequential: ([0-9.]+)", out)
-    assert set(times) == {"sequential", "ray"} and ratio, out
-    assert abs(float(ratio.group(1)) - float(times["ray"]) / float(times["sequential"])) < 0.01
-    cap = re.search(r"at ([0-9.]+)x the throughput of one .* no cluster on it can beat ([0-9.]+)", out)
-    assert cap and float(cap.group(1)) > 0 and abs(float(cap.group(1)) * float(cap.group(2)) - 1) < 0.03, out
+    _parallel_against_sequential(out, "ray", "no cluster on it can beat")
     # every cell ran on the cluster and recorded its worker's peak memory
     peaks = re.search(r"Ray worker per cell ([0-9, ]+) MB", out)
     assert peaks and len(peaks.group(1).split(",")) == 2 and all(float(v) > 50 for v in peaks.group(1).split(",")), out
+
 
 def _run_candidates(out: str) -> None:
     one = re.search(r"ratio (\d+) candidates in one pass \(([^)]*)\) / int8 alone: ([0-9.]+) .*recomputing FP32 per "
@@ -58,14 +62,18 @@ def _run_candidates(out: str) -> None:
     memory = re.search(r"ratio peak RSS at 4 / at 2 samples: ([0-9.]+)", out)
     assert memory and float(memory.group(1)) > 0, out
 
+
 CHECKS = {"bench_calibrate.py": _calibrate, "bench_judge.py": _judge, "bench_sweep.py": _sweep,
           "bench_sweep_ray.py": _sweep_ray, "bench_run_candidates.py": _run_candidates}
+
 
 def _param(path: Path):
     return pytest.param(path, id=path.name, marks=[pytest.mark.slow])
 
+
 def test_benchmarks_exist():
     assert SCRIPTS, "no benchmarks/*.py found"
+
 
 @pytest.mark.parametrize("script", [_param(p) for p in SCRIPTS])
 def test_benchmark_smoke(script, tmp_path):
@@ -78,6 +86,7 @@ def test_benchmark_smoke(script, tmp_path):
     # every benchmark prints ratios measured side by side
     assert re.search(r"ratio|\d\.\d+\s*[x×]", proc.stdout), proc.stdout[-2000:]
     CHECKS.get(script.name, lambda out: None)(proc.stdout)
+
 
 def test_readme_blocks_are_replaced_in_place_or_appended():
     sys.path.insert(0, str(REPO / "scripts"))
